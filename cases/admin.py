@@ -1,0 +1,121 @@
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.utils.html import format_html
+
+from cases.models import ApiClient, Case, CaseEvent, Customer
+from cases.services import api_client_create, api_client_revoke
+
+
+@admin.register(ApiClient)
+class ApiClientAdmin(admin.ModelAdmin):
+    list_display = ("name", "key_prefix", "created_at", "last_used_at", "revoked_at")
+    search_fields = ("name",)
+    actions = ["revoke_keys"]
+
+    def get_fields(self, request, obj=None):
+        return (
+            ("name",)
+            if obj is None
+            else ("name", "key_prefix", "created_at", "last_used_at", "revoked_at")
+        )
+
+    def get_readonly_fields(self, request, obj=None):
+        return (
+            ()
+            if obj is None
+            else ("name", "key_prefix", "created_at", "last_used_at", "revoked_at")
+        )
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            return
+        client, raw_key = api_client_create(name=form.cleaned_data["name"])
+        obj.pk = client.pk
+        self.message_user(
+            request,
+            format_html(
+                "API key for {}: <code>{}</code> — copy it now; it is shown only once.",
+                client.name,
+                raw_key,
+            ),
+            messages.WARNING,
+        )
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # revoke instead: cases keep a reference to the client that sent them
+
+    @admin.action(description="Revoke selected API keys")
+    def revoke_keys(self, request, queryset):
+        for client in queryset:
+            api_client_revoke(client=client)
+        self.message_user(request, f"Revoked {queryset.count()} key(s).")
+
+
+@admin.register(Customer)
+class CustomerAdmin(admin.ModelAdmin):
+    list_display = (
+        "external_id",
+        "name",
+        "api_client",
+        "preferred_channel",
+        "timezone",
+        "updated_at",
+    )
+    list_filter = ("api_client", "preferred_channel")
+    search_fields = ("external_id", "name", "email", "phone")
+    list_select_related = ("api_client",)
+    exclude = ("known_fact_salt", "date_of_birth_hash", "postcode_hash", "account_last4_hash")
+    readonly_fields = (
+        "api_client",
+        "external_id",
+        "created_at",
+        "updated_at",
+        "known_facts_on_file",
+    )
+
+    @admin.display(description="Known facts on file")
+    def known_facts_on_file(self, obj):
+        names = [
+            label
+            for label, digest in (
+                ("date of birth", obj.date_of_birth_hash),
+                ("postcode", obj.postcode_hash),
+                ("account last 4", obj.account_last4_hash),
+            )
+            if digest
+        ]
+        return ", ".join(names) or "none"
+
+
+class CaseEventInline(admin.TabularInline):
+    model = CaseEvent
+    fields = ("created_at", "kind", "actor", "data")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    ordering = ("created_at", "id")
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Case)
+class CaseAdmin(admin.ModelAdmin):
+    list_display = ("id", "workflow", "customer", "state", "outcome", "triggered_at")
+    list_filter = ("state", "outcome", "workflow__key")
+    search_fields = ("event_id", "customer__external_id", "customer__name")
+    list_select_related = ("workflow", "customer")
+    date_hierarchy = "triggered_at"
+    inlines = [CaseEventInline]
+    readonly_fields = [f.name for f in Case._meta.fields]
+    show_full_result_count = False  # COUNT(*) over a million cases on every page is waste
+
+    def has_add_permission(self, request):
+        return False  # cases come from triggers
+
+    def has_delete_permission(self, request, obj=None):
+        return False

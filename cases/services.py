@@ -1,0 +1,375 @@
+"""Case services: everything that writes cases, customers and their timeline."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+from django_fsm import ConcurrentTransition, can_proceed
+
+from cases.known_facts import known_fact_hash, known_fact_new_salt
+from cases.models import Actor, ApiClient, Case, CaseEvent, Customer
+from cases.triggers import TriggerInput, payload_differences, trigger_parse, trigger_seal
+from policies.models import Workflow
+
+
+class IllegalTransition(Exception):
+    """A transition that the case's current state does not allow, or that lost a race."""
+
+    def __init__(self, case: Case, transition: str, reason: str = ""):
+        self.case = case
+        self.transition = transition
+        self.state = case.state
+        label = transition.replace("_", " ")
+        super().__init__(
+            reason or f"A case in state {case.state!r} cannot {label}.",
+        )
+
+
+# --- API keys -------------------------------------------------------------------------------
+
+API_KEY_PREFIX = "clk_"
+
+
+def _key_hash(raw_key: str) -> str:
+    return hashlib.sha256(raw_key.encode()).hexdigest()
+
+
+def api_client_create(*, name: str) -> tuple[ApiClient, str]:
+    """Create an API client; the raw key is returned once and never stored."""
+    raw_key = API_KEY_PREFIX + secrets.token_urlsafe(32)
+    client = ApiClient.objects.create(
+        name=name, key_prefix=raw_key[:10], key_hash=_key_hash(raw_key)
+    )
+    return client, raw_key
+
+
+def api_client_authenticate(raw_key: str) -> ApiClient | None:
+    if not raw_key.startswith(API_KEY_PREFIX):
+        return None
+    return ApiClient.objects.filter(key_hash=_key_hash(raw_key), revoked_at=None).first()
+
+
+def api_client_revoke(*, client: ApiClient) -> None:
+    if client.revoked_at is None:
+        client.revoked_at = timezone.now()
+        client.save(update_fields=["revoked_at"])
+
+
+# --- state changes --------------------------------------------------------------------------
+
+
+def case_transition(
+    *,
+    case: Case | Any,
+    transition: str,
+    actor: str = Actor.SYSTEM,
+    data: dict[str, Any] | None = None,
+) -> Case:
+    """Apply one FSM transition under a row lock; its CaseEvent lands in the same commit.
+
+    Two workers racing for the same case serialise on the lock; the loser then sees the new
+    state and gets IllegalTransition instead of silently overwriting the winner.
+    """
+    case_id = case.pk if isinstance(case, Case) else case
+    with transaction.atomic():
+        locked = Case.objects.select_for_update().get(pk=case_id)
+        method = getattr(locked, transition, None)
+        if method is None or not hasattr(method, "_django_fsm"):
+            raise ValueError(f"{transition!r} is not a case transition.")
+        if not can_proceed(method):
+            raise IllegalTransition(locked, transition)
+        method(actor=actor, data=data)
+        try:
+            locked.save()
+        except ConcurrentTransition as exc:
+            raise IllegalTransition(
+                locked, transition, "Another process changed this case first."
+            ) from exc
+    return locked
+
+
+def case_record_event(
+    *, case: Case, kind: str, actor: str, data: dict[str, Any] | None = None
+) -> CaseEvent:
+    """Record something that happened to a case without changing its state."""
+    return CaseEvent.objects.create(case=case, kind=kind, actor=actor, data=data or {})
+
+
+def case_cancel(*, case: Case, reason: str = "") -> Case:
+    return case_transition(
+        case=case, transition="cancel", actor=Actor.API, data={"reason": reason} if reason else {}
+    )
+
+
+# --- trigger ingest -------------------------------------------------------------------------
+
+
+@dataclass
+class TriggerResult:
+    """The answer for one trigger: created, existing (an identical replay), conflict (same
+    event_id, other body) or invalid."""
+
+    index: int
+    status: str
+    case_id: Any = None
+    state: str = ""
+    errors: dict[str, list[str]] = field(default_factory=dict)
+    differences: list[str] = field(default_factory=list)
+
+
+CUSTOMER_UPDATABLE = (
+    "name",
+    "phone",
+    "email",
+    "whatsapp",
+    "address",
+    "locale",
+    "timezone",
+    "preferred_channel",
+    "flags",
+)
+
+
+def _active_workflows(keys: Iterable[str]) -> dict[str, Workflow]:
+    return {wf.key: wf for wf in Workflow.objects.filter(key__in=set(keys), status="active")}
+
+
+def _customer_apply(
+    customer: Customer, trigger: TriggerInput, *, client: ApiClient, now
+) -> set[str]:
+    """Apply what a trigger says about its customer; return the names of changed fields.
+    Fields the trigger leaves out keep their values: a thin trigger never erases data."""
+    changed: set[str] = set()
+    given = trigger.customer
+    for name in CUSTOMER_UPDATABLE:
+        if name in given and getattr(customer, name) != given[name]:
+            setattr(customer, name, given[name])
+            changed.add(name)
+    if "consent" in given:
+        consent = dict(customer.consent)
+        for channel, item in given["consent"].items():
+            current = consent.get(channel, {})
+            if current.get("value") == item["value"] and "timestamp" not in item:
+                continue  # same answer again: keep when and where it was first given
+            consent[channel] = {
+                "value": item["value"],
+                "timestamp": item.get("timestamp", now.isoformat()),
+                "source": item.get("source", f"trigger:{client.name}:{trigger.event_id}"),
+            }
+        if consent != customer.consent:
+            customer.consent = consent
+            changed.add("consent")
+    if trigger.known_facts:
+        if not customer.known_fact_salt:
+            customer.known_fact_salt = known_fact_new_salt()
+            changed.add("known_fact_salt")
+        for kind, value in trigger.known_facts.items():
+            digest = known_fact_hash(salt=customer.known_fact_salt, kind=kind, normalised=value)
+            if getattr(customer, f"{kind}_hash") != digest:
+                setattr(customer, f"{kind}_hash", digest)
+                changed.add(f"{kind}_hash")
+    if changed:
+        customer.updated_at = now
+        changed.add("updated_at")
+    return changed
+
+
+def _customers_upsert(
+    client: ApiClient, triggers: Sequence[TriggerInput], now
+) -> dict[str, Customer]:
+    """One query to read, one to insert, one to update: never a round-trip per row."""
+    external_ids = {t.customer["external_id"] for t in triggers}
+    existing = {
+        c.external_id: c
+        for c in Customer.objects.filter(api_client=client, external_id__in=external_ids)
+    }
+    new: dict[str, Customer] = {}
+    changed_fields: set[str] = set()
+    changed: dict[str, Customer] = {}
+    for trigger in triggers:
+        ext = trigger.customer["external_id"]
+        if ext in existing:
+            fields = _customer_apply(existing[ext], trigger, client=client, now=now)
+            if fields:
+                changed_fields |= fields
+                changed[ext] = existing[ext]
+        else:
+            customer = new.get(ext) or Customer(
+                api_client=client, external_id=ext, created_at=now, updated_at=now
+            )
+            _customer_apply(customer, trigger, client=client, now=now)
+            new[ext] = customer
+    if new:
+        # A concurrent batch may have created one of these since the read above; the
+        # upsert then takes our (newer) values instead of failing the whole batch.
+        Customer.objects.bulk_create(
+            list(new.values()),
+            update_conflicts=True,
+            unique_fields=["api_client", "external_id"],
+            update_fields=[
+                *CUSTOMER_UPDATABLE,
+                "consent",
+                "known_fact_salt",
+                "date_of_birth_hash",
+                "postcode_hash",
+                "account_last4_hash",
+                "updated_at",
+            ],
+        )
+    if changed:
+        Customer.objects.bulk_update(list(changed.values()), sorted(changed_fields))
+    return {**existing, **new}
+
+
+def triggers_ingest(*, client: ApiClient, raw_triggers: Sequence[Any]) -> list[TriggerResult]:
+    """Validate and store a batch of triggers: one result per input, in order.
+
+    Each trigger is written whole or not at all. Idempotency: the same (client, event_id)
+    with the same body returns the original case; with another body, a conflict. The
+    unique constraint on (client, event_id) settles races between concurrent requests:
+    inserts skip conflicting rows, and a read-back tells which rows were ours.
+    """
+    results: list[TriggerResult | None] = [None] * len(raw_triggers)
+    parsed: list[TriggerInput] = []
+    for index, raw in enumerate(raw_triggers):
+        trigger, errors = trigger_parse(raw, index)
+        if errors:
+            results[index] = TriggerResult(index=index, status="invalid", errors=errors)
+        else:
+            parsed.append(trigger)
+
+    workflows = _active_workflows(t.workflow_key for t in parsed)
+    valid: list[TriggerInput] = []
+    for trigger in parsed:
+        workflow = workflows.get(trigger.workflow_key)
+        if workflow is None:
+            results[trigger.index] = TriggerResult(
+                index=trigger.index,
+                status="invalid",
+                errors={"workflow": [f"No active workflow with key {trigger.workflow_key!r}."]},
+            )
+            continue
+        clean, errors = workflow.compiled_contract.validate(trigger.data)
+        if errors:
+            results[trigger.index] = TriggerResult(
+                index=trigger.index, status="invalid", errors=errors
+            )
+            continue
+        trigger_seal(trigger, clean)
+        valid.append(trigger)
+
+    if valid:
+        _store(client, valid, workflows, results)
+    return [r for r in results if r is not None]
+
+
+def _replay_result(trigger: TriggerInput, case_row: dict[str, Any]) -> TriggerResult:
+    if case_row["body_fingerprint"] == trigger.fingerprint:
+        return TriggerResult(
+            index=trigger.index, status="existing", case_id=case_row["id"], state=case_row["state"]
+        )
+    return TriggerResult(
+        index=trigger.index,
+        status="conflict",
+        case_id=case_row["id"],
+        differences=payload_differences(case_row["payload"], trigger.payload),
+    )
+
+
+def _existing_cases(client: ApiClient, event_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+    rows = Case.objects.filter(api_client=client, event_id__in=set(event_ids)).values(
+        "id", "event_id", "body_fingerprint", "state", "payload"
+    )
+    return {row["event_id"]: row for row in rows}
+
+
+def _store(
+    client: ApiClient,
+    valid: list[TriggerInput],
+    workflows: dict[str, Workflow],
+    results: list[TriggerResult | None],
+) -> None:
+    now = timezone.now()
+    expires_at = now + timedelta(days=settings.CASE_LINK_TTL_DAYS)
+    with transaction.atomic():
+        known = _existing_cases(client, (t.event_id for t in valid))
+        fresh: list[TriggerInput] = []
+        first_in_batch: dict[str, TriggerInput] = {}
+        for trigger in valid:
+            if trigger.event_id in known:
+                results[trigger.index] = _replay_result(trigger, known[trigger.event_id])
+            elif trigger.event_id in first_in_batch:
+                continue  # decided after the insert, against the first one's row
+            else:
+                first_in_batch[trigger.event_id] = trigger
+                fresh.append(trigger)
+        if not fresh:
+            _settle_in_batch_repeats(valid, results, known)
+            return
+
+        customers = _customers_upsert(client, fresh, now)
+        cases = [
+            Case(
+                workflow=workflows[t.workflow_key],
+                customer=customers[t.customer["external_id"]],
+                api_client=client,
+                event_id=t.event_id,
+                body_fingerprint=t.fingerprint,
+                payload=t.payload,
+                data=t.data,
+                segment=t.segment,
+                triggered_at=now,
+                expires_at=expires_at,
+            )
+            for t in fresh
+        ]
+        Case.objects.bulk_create(cases, ignore_conflicts=True)
+        stored = _existing_cases(client, first_in_batch)
+        ours = {case.event_id: case for case in cases if stored[case.event_id]["id"] == case.id}
+        CaseEvent.objects.bulk_create(
+            [
+                CaseEvent(
+                    case=case,
+                    kind="triggered",
+                    actor=Actor.API,
+                    created_at=now,
+                    data={
+                        "event_id": case.event_id,
+                        "workflow": case.workflow.key,
+                        "workflow_version": case.workflow.version,
+                        "api_client": client.name,
+                    },
+                )
+                for case in ours.values()
+            ]
+        )
+        for trigger in fresh:
+            if trigger.event_id in ours:
+                results[trigger.index] = TriggerResult(
+                    index=trigger.index,
+                    status="created",
+                    case_id=ours[trigger.event_id].id,
+                    state=ours[trigger.event_id].state,
+                )
+            else:  # a concurrent request stored this event_id between our read and insert
+                results[trigger.index] = _replay_result(trigger, stored[trigger.event_id])
+        _settle_in_batch_repeats(valid, results, stored)
+
+
+def _settle_in_batch_repeats(
+    valid: list[TriggerInput],
+    results: list[TriggerResult | None],
+    stored: dict[str, dict[str, Any]],
+) -> None:
+    """A batch that repeats an event_id: the repeat is a replay of the first occurrence."""
+    for trigger in valid:
+        if results[trigger.index] is None:
+            results[trigger.index] = _replay_result(trigger, stored[trigger.event_id])

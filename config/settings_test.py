@@ -1,0 +1,26 @@
+"""Test settings: production settings with only what tests must change."""
+
+import os
+import tempfile
+
+os.environ.setdefault("SECRET_KEY", "tests-only-not-a-secret")
+os.environ.setdefault("DATA_DIR", tempfile.mkdtemp(prefix="closeloop-test-"))
+
+from config.settings import *  # noqa: F403
+
+# The test client speaks plain HTTP; HTTPS redirection is covered by `check --deploy`.
+SECURE_SSL_REDIRECT = False
+SESSION_COOKIE_SECURE = False
+CSRF_COOKIE_SECURE = False
+# Manifest storage needs `collectstatic`; tests use plain storage.
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+ALLOWED_HOSTS = ["testserver", "127.0.0.1", "localhost"]
+# Jobs run inline in tests unless a test starts a real worker.
+Q_CLUSTER = {**Q_CLUSTER, "sync": True}  # noqa: F405
+# Serve static files from the app folders directly, without a collectstatic step.
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = True

@@ -1,0 +1,69 @@
+"""Mini-app links: issue, resolve, revoke."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.utils import timezone
+
+from cases.models import Actor, Case
+from cases.services import case_record_event, case_transition
+from miniapp.models import CaseLink
+
+
+@dataclass(frozen=True)
+class IssuedLink:
+    link: CaseLink
+    token: str
+
+    @property
+    def url(self) -> str:
+        return f"{settings.PUBLIC_BASE_URL}/m/{self.token}/"
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def link_issue(*, case: Case) -> IssuedLink:
+    """A new link for a case, valid until the case expires. The raw token exists only in
+    the returned value: put it in the message, never in a log."""
+    token = secrets.token_urlsafe(32)
+    link = CaseLink.objects.create(
+        case=case, token_hash=_token_hash(token), expires_at=case.expires_at
+    )
+    return IssuedLink(link=link, token=token)
+
+
+def link_resolve(*, token: str) -> CaseLink | None:
+    if not token or len(token) > 128:
+        return None
+    return (
+        CaseLink.objects.select_related("case", "case__workflow", "case__customer")
+        .filter(token_hash=_token_hash(token))
+        .first()
+    )
+
+
+def link_revoke(*, link: CaseLink) -> None:
+    if link.revoked_at is None:
+        link.revoked_at = timezone.now()
+        link.save(update_fields=["revoked_at"])
+
+
+def link_record_open(*, link: CaseLink, user_agent: str = "") -> Case:
+    """An open is engagement: the first one moves the case to `engaged`; later ones are
+    recorded on the timeline without a state change."""
+    case = link.case
+    data = {"link_id": link.pk, "user_agent": user_agent[:200]}
+    if link.first_opened_at is None:
+        CaseLink.objects.filter(pk=link.pk, first_opened_at=None).update(
+            first_opened_at=timezone.now()
+        )
+    if case.state in ("received", "outreach"):
+        return case_transition(case=case, transition="engage", actor=Actor.CUSTOMER, data=data)
+    case_record_event(case=case, kind="link_opened", actor=Actor.CUSTOMER, data=data)
+    return case

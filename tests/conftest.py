@@ -1,0 +1,69 @@
+"""Shared fixtures. Data is built by small factories in tests/factories.py, not fixtures
+files; the database is PostgreSQL in CI (DATABASE_URL) and SQLite otherwise."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+from django.db import connection
+from rest_framework.test import APIClient
+
+from tests import factories
+
+
+@pytest.fixture(autouse=True)
+def _no_internet(monkeypatch):
+    """Tests may talk to loopback servers they start, never to the outside world."""
+    real_connect = socket.socket.connect
+
+    def guarded_connect(sock, address):
+        host = address[0] if isinstance(address, tuple) else address
+        if (
+            isinstance(host, str)
+            and host not in ("127.0.0.1", "::1", "localhost")
+            and not host.startswith("/")
+        ):
+            raise RuntimeError(f"Test tried to reach {host!r}: only loopback is allowed.")
+        return real_connect(sock, address)
+
+    monkeypatch.setattr(socket.socket, "connect", guarded_connect)
+
+
+def pytest_collection_modifyitems(config, items):
+    from django.conf import settings
+
+    on_postgres = settings.DATABASES["default"]["ENGINE"].endswith("postgresql")
+    skip = pytest.mark.skip(reason="needs PostgreSQL (set DATABASE_URL)")
+    for item in items:
+        if "postgres" in item.keywords and not on_postgres:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def on_postgres() -> bool:
+    return connection.vendor == "postgresql"
+
+
+@pytest.fixture
+def workflow(db):
+    return factories.workflow_promise_to_pay()
+
+
+@pytest.fixture
+def api_key(db):
+    return factories.api_client()
+
+
+@pytest.fixture
+def api(api_key):
+    client, raw_key = api_key
+    http = APIClient()
+    http.credentials(HTTP_AUTHORIZATION=f"Bearer {raw_key}")
+    http.api_client = client
+    return http
+
+
+@pytest.fixture
+def trigger_body():
+    return factories.trigger_body
