@@ -42,9 +42,10 @@ def _key_hash(raw_key: str) -> str:
     return hashlib.sha256(raw_key.encode()).hexdigest()
 
 
-def api_client_create(*, name: str) -> tuple[ApiClient, str]:
-    """Create an API client; the raw key is returned once and never stored."""
-    raw_key = API_KEY_PREFIX + secrets.token_urlsafe(32)
+def api_client_create(*, name: str, raw_key: str | None = None) -> tuple[ApiClient, str]:
+    """Create an API client; the raw key is returned once and never stored. `raw_key` is
+    for the demo's well-known key only; real keys are always generated here."""
+    raw_key = raw_key or API_KEY_PREFIX + secrets.token_urlsafe(32)
     client = ApiClient.objects.create(
         name=name, key_prefix=raw_key[:10], key_hash=_key_hash(raw_key)
     )
