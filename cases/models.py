@@ -108,6 +108,7 @@ class CaseState(models.TextChoices):
     ABANDONED = "abandoned", "Abandoned"
     CANCELLED = "cancelled", "Cancelled by the source"
     CLOSED_BY_AGENT = "closed_by_agent", "Closed by an agent"
+    CLOSED_BY_RULE = "closed_by_rule", "Closed by a rule"
 
 
 class CaseOutcome(models.TextChoices):
@@ -119,6 +120,7 @@ class CaseOutcome(models.TextChoices):
     WRITEBACK_FAILED = "writeback_failed", "Writeback failed"
     COMPLETED_BY_AGENT = "completed_by_agent", "Completed by an agent"
     CANCELLED = "cancelled", "Cancelled by the source"
+    CLOSED_BY_RULE = "closed_by_rule", "Closed by a rule"
 
 
 class Actor(models.TextChoices):
@@ -130,7 +132,9 @@ class Actor(models.TextChoices):
 
 S = CaseState
 OPEN_STATES = (S.RECEIVED, S.OUTREACH, S.ENGAGED, S.VERIFIED)
-TERMINAL_STATES = frozenset({S.RESOLVED, S.ABANDONED, S.CANCELLED, S.CLOSED_BY_AGENT})
+TERMINAL_STATES = frozenset(
+    {S.RESOLVED, S.ABANDONED, S.CANCELLED, S.CLOSED_BY_AGENT, S.CLOSED_BY_RULE}
+)
 
 
 class Case(ConcurrentTransitionMixin, models.Model):
@@ -154,6 +158,11 @@ class Case(ConcurrentTransitionMixin, models.Model):
     segment = models.CharField(max_length=64, blank=True)
     state = FSMField(default=S.RECEIVED, choices=S.choices, protected=True, db_index=True)
     outcome = models.CharField(max_length=32, choices=CaseOutcome.choices, blank=True)
+    # The actions (with bounds) this case was offered, and the policy version that decided
+    # it: exactly what the customer was shown and why. Set once, before any outreach.
+    offer = models.JSONField(null=True, blank=True)
+    priority = models.PositiveSmallIntegerField(default=0, help_text="Queue priority, 0–100")
+    escalation_reason = models.CharField(max_length=200, blank=True)
     triggered_at = models.DateTimeField(default=now)
     first_sent_at = models.DateTimeField(null=True, blank=True)
     opened_at = models.DateTimeField(null=True, blank=True)
@@ -253,8 +262,19 @@ class Case(ConcurrentTransitionMixin, models.Model):
 
     @transition(field=state, source=[*OPEN_STATES, S.WRITEBACK_FAILED], target=S.ESCALATED)
     def escalate(self, *, actor: str = Actor.SYSTEM, data: dict | None = None) -> None:
+        """To the agents' queue; `data` may carry `priority` and `reason`."""
+        data = data or {}
         self.outcome = CaseOutcome.ESCALATED_WITH_CONTEXT
+        self.priority = int(data.get("priority", self.priority or 50))
+        self.escalation_reason = str(data.get("reason", ""))[:200]
         self._record("escalated", actor, data)
+
+    @transition(field=state, source=list(OPEN_STATES), target=S.CLOSED_BY_RULE)
+    def close_by_rule(self, *, actor: str = Actor.SYSTEM, data: dict | None = None) -> None:
+        """A rule closed the case without outreach (a fork rule, a pilot's fallback, an
+        exception route); `data` carries the reason and the rule."""
+        self._close(CaseOutcome.CLOSED_BY_RULE)
+        self._record("closed_by_rule", actor, data)
 
     @transition(field=state, source=list(OPEN_STATES), target=S.ABANDONED)
     def abandon(self, *, actor: str = Actor.SYSTEM, data: dict | None = None) -> None:
@@ -276,6 +296,17 @@ class Case(ConcurrentTransitionMixin, models.Model):
         self._record("closed_by_agent", actor, data)
 
 
+class CaseEventQuerySet(models.QuerySet):
+    """Bulk update() and delete() skip the model's save() and delete() (the admin's "delete
+    selected" action among them), so the append-only rule is enforced here too."""
+
+    def update(self, **kwargs: Any) -> int:
+        raise RuntimeError("Case events are append-only; record a new event instead.")
+
+    def delete(self) -> tuple[int, dict[str, int]]:
+        raise RuntimeError("Case events are append-only and cannot be deleted.")
+
+
 class CaseEvent(models.Model):
     """The append-only timeline of a case. Metrics, the agents' case page and exports read
     these rows; the application never updates or deletes one."""
@@ -285,6 +316,8 @@ class CaseEvent(models.Model):
     actor = models.CharField(max_length=16, choices=Actor.choices)
     data = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(default=now)
+
+    objects = CaseEventQuerySet.as_manager()
 
     class Meta:
         ordering = ["created_at", "id"]

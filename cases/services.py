@@ -10,10 +10,11 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django_fsm import ConcurrentTransition, can_proceed
 
+from cases.bulk import bulk_copy, copy_available
 from cases.known_facts import known_fact_hash, known_fact_new_salt
 from cases.models import Actor, ApiClient, Case, CaseEvent, Customer
 from cases.triggers import TriggerInput, payload_differences, trigger_parse, trigger_seal
@@ -71,10 +72,11 @@ def case_transition(
     *,
     case: Case | Any,
     transition: str,
-    actor: str = Actor.SYSTEM,
+    actor: str | None = None,
     data: dict[str, Any] | None = None,
 ) -> Case:
     """Apply one FSM transition under a row lock; its CaseEvent lands in the same commit.
+    Without an `actor`, the transition's own default is recorded (engage: the customer).
 
     Two workers racing for the same case serialise on the lock; the loser then sees the new
     state and gets IllegalTransition instead of silently overwriting the winner.
@@ -87,7 +89,10 @@ def case_transition(
             raise ValueError(f"{transition!r} is not a case transition.")
         if not can_proceed(method):
             raise IllegalTransition(locked, transition)
-        method(actor=actor, data=data)
+        if actor is None:
+            method(data=data)
+        else:
+            method(actor=actor, data=data)
         try:
             locked.save()
         except ConcurrentTransition as exc:
@@ -209,25 +214,38 @@ def _customers_upsert(
             _customer_apply(customer, trigger, client=client, now=now)
             new[ext] = customer
     if new:
-        # A concurrent batch may have created one of these since the read above; the
-        # upsert then takes our (newer) values instead of failing the whole batch.
-        Customer.objects.bulk_create(
-            list(new.values()),
-            update_conflicts=True,
-            unique_fields=["api_client", "external_id"],
-            update_fields=[
-                *CUSTOMER_UPDATABLE,
-                "consent",
-                "known_fact_salt",
-                "date_of_birth_hash",
-                "postcode_hash",
-                "account_last4_hash",
-                "updated_at",
-            ],
-        )
+        _customers_insert(sorted(new.values(), key=lambda customer: customer.external_id))
     if changed:
         Customer.objects.bulk_update(list(changed.values()), sorted(changed_fields))
     return {**existing, **new}
+
+
+def _customers_insert(customers: list[Customer]) -> None:
+    """Insert new customers, sorted so that concurrent batches lock rows in one order."""
+    if copy_available():
+        try:
+            with transaction.atomic():
+                bulk_copy(customers, assign_ids=True)
+            return
+        except IntegrityError:
+            for customer in customers:
+                customer.pk = None  # the ids drawn for the aborted COPY are not theirs
+    # A concurrent batch may have created one of these since the read above; the
+    # upsert then takes our (newer) values instead of failing the whole batch.
+    Customer.objects.bulk_create(
+        customers,
+        update_conflicts=True,
+        unique_fields=["api_client", "external_id"],
+        update_fields=[
+            *CUSTOMER_UPDATABLE,
+            "consent",
+            "known_fact_salt",
+            "date_of_birth_hash",
+            "postcode_hash",
+            "account_last4_hash",
+            "updated_at",
+        ],
+    )
 
 
 def triggers_ingest(*, client: ApiClient, raw_triggers: Sequence[Any]) -> list[TriggerResult]:
@@ -239,6 +257,17 @@ def triggers_ingest(*, client: ApiClient, raw_triggers: Sequence[Any]) -> list[T
     inserts skip conflicting rows, and a read-back tells which rows were ours.
     """
     results: list[TriggerResult | None] = [None] * len(raw_triggers)
+    valid, workflows = _triggers_validate(raw_triggers, results)
+    if valid:
+        _store(client, valid, workflows, results)
+    return [r for r in results if r is not None]
+
+
+def _triggers_validate(
+    raw_triggers: Sequence[Any], results: list[TriggerResult | None]
+) -> tuple[list[TriggerInput], dict[str, Workflow]]:
+    """Check each envelope, then its data against its workflow's contract; record an
+    invalid result for each one that fails. Returns the valid (sealed) triggers."""
     parsed: list[TriggerInput] = []
     for index, raw in enumerate(raw_triggers):
         trigger, errors = trigger_parse(raw, index)
@@ -266,10 +295,7 @@ def triggers_ingest(*, client: ApiClient, raw_triggers: Sequence[Any]) -> list[T
             continue
         trigger_seal(trigger, clean)
         valid.append(trigger)
-
-    if valid:
-        _store(client, valid, workflows, results)
-    return [r for r in results if r is not None]
+    return valid, workflows
 
 
 def _replay_result(trigger: TriggerInput, case_row: dict[str, Any]) -> TriggerResult:
@@ -316,6 +342,10 @@ def _store(
             _settle_in_batch_repeats(valid, results, known)
             return
 
+        # If a concurrent request stores one of these event_ids first, our customer changes
+        # must not stand: its body, not ours, describes the customer. They are undone and the
+        # batch sorted again, when that event_id reads as a replay or a conflict.
+        savepoint = transaction.savepoint()
         customers = _customers_upsert(client, fresh, now)
         cases = [
             Case(
@@ -332,26 +362,13 @@ def _store(
             )
             for t in fresh
         ]
-        Case.objects.bulk_create(cases, ignore_conflicts=True)
-        stored = _existing_cases(client, first_in_batch)
+        stored = _cases_insert(client, cases)
+        if any(stored[case.event_id]["id"] != case.id for case in cases):
+            transaction.savepoint_rollback(savepoint)
+            return _store(client, valid, workflows, results)
+        transaction.savepoint_commit(savepoint)
         ours = {case.event_id: case for case in cases if stored[case.event_id]["id"] == case.id}
-        CaseEvent.objects.bulk_create(
-            [
-                CaseEvent(
-                    case=case,
-                    kind="triggered",
-                    actor=Actor.API,
-                    created_at=now,
-                    data={
-                        "event_id": case.event_id,
-                        "workflow": case.workflow.key,
-                        "workflow_version": case.workflow.version,
-                        "api_client": client.name,
-                    },
-                )
-                for case in ours.values()
-            ]
-        )
+        _events_insert(client, list(ours.values()), now)
         for trigger in fresh:
             if trigger.event_id in ours:
                 results[trigger.index] = TriggerResult(
@@ -363,6 +380,59 @@ def _store(
             else:  # a concurrent request stored this event_id between our read and insert
                 results[trigger.index] = _replay_result(trigger, stored[trigger.event_id])
         _settle_in_batch_repeats(valid, results, stored)
+        if ours:
+            # Offer, pilot and fork rules run in a job once these rows are committed; the
+            # import is here because policies builds on cases, not the other way round.
+            from policies.jobs import prepare_cases_enqueue
+
+            created_ids = [case.id for case in ours.values()]
+            transaction.on_commit(lambda: prepare_cases_enqueue(created_ids))
+
+
+def _cases_insert(client: ApiClient, cases: list[Case]) -> dict[str, dict[str, Any]]:
+    """Insert new cases; return the stored row for each of their event_ids, whoever
+    wrote it. The unique (client, event_id) constraint decides between racing requests."""
+    if copy_available():
+        try:
+            with transaction.atomic():
+                bulk_copy(sorted(cases, key=lambda case: case.event_id))
+        except IntegrityError:
+            pass  # a concurrent request stored one of these event_ids first: see below
+        else:  # every row went in, so every row is ours: nothing to read back
+            return {
+                case.event_id: {
+                    "id": case.id,
+                    "event_id": case.event_id,
+                    "body_fingerprint": case.body_fingerprint,
+                    "state": case.state,
+                    "payload": case.payload,
+                }
+                for case in cases
+            }
+    Case.objects.bulk_create(cases, ignore_conflicts=True)
+    return _existing_cases(client, (case.event_id for case in cases))
+
+
+def _events_insert(client: ApiClient, cases: list[Case], now) -> None:
+    events = [
+        CaseEvent(
+            case=case,
+            kind="triggered",
+            actor=Actor.API,
+            created_at=now,
+            data={
+                "event_id": case.event_id,
+                "workflow": case.workflow.key,
+                "workflow_version": case.workflow.version,
+                "api_client": client.name,
+            },
+        )
+        for case in cases
+    ]
+    if copy_available():
+        bulk_copy(events)
+    else:
+        CaseEvent.objects.bulk_create(events)
 
 
 def _settle_in_batch_repeats(

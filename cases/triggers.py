@@ -155,7 +155,7 @@ def _customer(raw: Any, errors: Errors) -> tuple[dict[str, Any], dict[str, str]]
             except ValidationError:
                 errors["customer.email"] = ["Must be a valid email address."]
     if raw.get("timezone") is not None:
-        if raw["timezone"] in _time_zones():
+        if isinstance(raw["timezone"], str) and raw["timezone"] in _time_zones():
             out["timezone"] = raw["timezone"]
         else:
             errors["customer.timezone"] = [

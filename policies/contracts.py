@@ -351,8 +351,16 @@ def _spec_errors(index: int, spec: Any) -> dict[str, list[str]]:
             errors[f"{path}.pattern"] = [f"Not a valid regular expression: {exc}."]
     if kind == "choice" and (not isinstance(spec.get("choices"), list) or not spec["choices"]):
         errors[f"{path}.choices"] = ["A choice field needs a non-empty list of choices."]
-    if "choices" in spec and kind == "list" and not isinstance(spec["choices"], list):
-        errors[f"{path}.choices"] = ["Must be a list of allowed values."]
+    if (
+        "choices" in spec
+        and kind == "list"
+        and (
+            not isinstance(spec["choices"], list)
+            or not all(isinstance(choice, str) for choice in spec["choices"])
+        )
+    ):
+        # A list field's items are text, so its choices must be too (and hashable).
+        errors[f"{path}.choices"] = ["Must be a list of allowed text values."]
     return errors
 
 

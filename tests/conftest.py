@@ -9,6 +9,7 @@ import pytest
 from django.db import connection
 from rest_framework.test import APIClient
 
+from cases.models import Case, CaseEvent, Customer
 from tests import factories
 
 
@@ -67,3 +68,13 @@ def api(api_key):
 @pytest.fixture
 def trigger_body():
     return factories.trigger_body
+
+
+@pytest.fixture
+def row_counts(db):
+    """A callable counting the rows a trigger can write, to prove a refusal wrote nothing."""
+
+    def snapshot() -> dict[str, int]:
+        return {model.__name__: model.objects.count() for model in (Customer, Case, CaseEvent)}
+
+    return snapshot

@@ -7,7 +7,7 @@ import itertools
 from typing import Any
 
 from cases.models import Case
-from cases.services import api_client_create, triggers_ingest
+from cases.services import api_client_create, case_transition, triggers_ingest
 from policies.models import Workflow
 from policies.services import WORKFLOWS_DIR, workflow_install, workflow_spec_read
 
@@ -66,3 +66,111 @@ def case(client=None, **overrides: Any) -> Case:
     [result] = triggers_ingest(client=client, raw_triggers=[trigger_body(**overrides)])
     assert result.status == "created", result
     return Case.objects.get(pk=result.case_id)
+
+
+# The shortest legal path from a new case to each state, for tests that start mid-journey.
+PATHS_TO_STATE: dict[str, tuple[str, ...]] = {
+    "received": (),
+    "outreach": ("start_outreach",),
+    "engaged": ("start_outreach", "engage"),
+    "verified": ("start_outreach", "engage", "verify"),
+    "action_submitted": ("start_outreach", "engage", "verify", "submit_action"),
+    "resolved": ("start_outreach", "engage", "verify", "submit_action", "confirm_writeback"),
+    "writeback_failed": ("start_outreach", "engage", "verify", "submit_action", "fail_writeback"),
+    "escalated": ("escalate",),
+    "abandoned": ("abandon",),
+    "cancelled": ("cancel",),
+    "closed_by_agent": ("escalate", "close_by_agent"),
+    "closed_by_rule": ("close_by_rule",),
+}
+
+
+def case_in_state(state: str, client=None, **overrides: Any) -> Case:
+    """A case walked to `state` through real transitions, each with its CaseEvent."""
+    current = case(client, **overrides)
+    for transition in PATHS_TO_STATE[state]:
+        current = case_transition(case=current, transition=transition)
+    return current
+
+
+# --- the four shipped workflows, and variants of them ------------------------------------------
+
+# Valid trigger data for each shipped workflow; tests override the fields they are about.
+SHIPPED_DATA: dict[str, dict[str, Any]] = {
+    "promise_to_pay": {
+        "balance": "420.50",
+        "currency": "GBP",
+        "due_date": "2026-11-01",
+        "days_past_due": 22,
+    },
+    "failed_payment": {
+        "amount": "120.00",
+        "currency": "GBP",
+        "failed_at": "2026-03-01T09:00:00Z",
+        "failure_reason": "insufficient_funds",
+    },
+    "compliance_refresh": {
+        "refresh_due_date": "2099-12-31",
+        "documents_required": ["proof_of_identity", "proof_of_address"],
+    },
+    "address_update": {
+        "returned_at": "2026-03-01",
+        "address_on_file": "1 High Street, London",
+    },
+}
+
+
+def workflow_spec(key: str) -> dict[str, Any]:
+    """A fresh copy of a shipped workflow file, to change without touching the file."""
+    return workflow_spec_read(WORKFLOWS_DIR / f"{key}.yaml")
+
+
+def workflow_shipped(key: str) -> Workflow:
+    return workflow_install(spec=workflow_spec(key))
+
+
+def workflow_variant(key: str, **changes: Any) -> Workflow:
+    """Install a shipped workflow with some top-level parts replaced (a new active
+    version when the shipped one is installed already)."""
+    return workflow_install(spec={**workflow_spec(key), **changes})
+
+
+def trigger_body_for(
+    workflow_key: str, *, data: dict[str, Any] | None = None, **overrides: Any
+) -> dict[str, Any]:
+    """A valid trigger for one of the shipped workflows; `data` overrides its fields (a
+    value of None leaves the field out)."""
+    body = trigger_body(workflow=workflow_key, **overrides)
+    merged = {
+        "account_reference": body["data"]["account_reference"],
+        **SHIPPED_DATA[workflow_key],
+        **(data or {}),
+    }
+    body["data"] = {name: value for name, value in merged.items() if value is not None}
+    return body
+
+
+def case_for(workflow_key: str, client=None, **overrides: Any) -> Case:
+    """A case of a shipped workflow, created through the trigger path."""
+    if client is None:
+        client, _ = api_client()
+    [result] = triggers_ingest(
+        client=client, raw_triggers=[trigger_body_for(workflow_key, **overrides)]
+    )
+    assert result.status == "created", result
+    return Case.objects.get(pk=result.case_id)
+
+
+def user(username: str | None = None, *, approver: bool = False):
+    """A staff user; `approver` grants the four-eyes approver permission."""
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Permission
+
+    person = get_user_model().objects.create_user(
+        username=username or f"staff-{next(_sequence)}", is_staff=True
+    )
+    if approver:
+        person.user_permissions.add(
+            Permission.objects.get(codename="approve_workflow", content_type__app_label="policies")
+        )
+    return person

@@ -13,7 +13,7 @@ from django.db import transaction
 from cases.models import ApiClient, Case
 from cases.services import API_KEY_PREFIX, api_client_create, triggers_ingest
 from miniapp.services import link_issue
-from policies.services import workflows_install_shipped
+from policies.services import cases_prepare, workflows_install_shipped
 
 DEMO_ADMIN_USER = "admin"
 # Demo-only credentials, refused outside DEBUG below; never used by a real deployment.
@@ -77,6 +77,58 @@ def demo_triggers() -> list[dict]:
             },
         }
         for external_id, name, phone, email, zone, balance, days in DEMO_CUSTOMERS
+    ] + [
+        {
+            "workflow": "promise_to_pay",
+            "event_id": "demo-arrears-C-1006",
+            "customer": {
+                "external_id": "C-1006",
+                "name": "Mary Jackson",
+                "phone": "+447911123458",
+                "timezone": "Europe/London",
+                "flags": ["vulnerable"],
+                "consent": {"sms": True},
+            },
+            "data": {
+                "account_reference": "ACC-1006",
+                "balance": "275.00",
+                "currency": "GBP",
+                "due_date": "2026-10-20",
+                "days_past_due": 34,
+            },
+        },
+        {
+            "workflow": "failed_payment",
+            "event_id": "demo-failed-C-1001",
+            "customer": {"external_id": "C-1001"},
+            "data": {
+                "account_reference": "ACC-1001",
+                "amount": "49.99",
+                "currency": "GBP",
+                "failed_at": "2026-11-20T06:00:00Z",
+                "failure_reason": "card_expired",
+            },
+        },
+        {
+            "workflow": "compliance_refresh",
+            "event_id": "demo-kyc-C-1002",
+            "customer": {"external_id": "C-1002"},
+            "data": {
+                "account_reference": "ACC-1002",
+                "refresh_due_date": "2027-01-31",
+                "documents_required": ["proof_of_identity", "proof_of_address"],
+            },
+        },
+        {
+            "workflow": "address_update",
+            "event_id": "demo-mail-C-1003",
+            "customer": {"external_id": "C-1003"},
+            "data": {
+                "account_reference": "ACC-1003",
+                "returned_at": "2026-11-18",
+                "address_on_file": "1 Old Street, London EC1V 9HL",
+            },
+        },
     ]
 
 
@@ -102,8 +154,13 @@ class Command(BaseCommand):
             rejected = [r for r in results if r.status not in ("created", "existing")]
             if rejected:
                 raise CommandError(f"Demo triggers were rejected: {rejected}")
-            cases = Case.objects.filter(pk__in=[r.case_id for r in results]).select_related(
-                "customer"
+            # Prepared here as well as by the worker's job, so the first page a newcomer
+            # opens already shows offers and forks; preparing twice is a no-op.
+            cases_prepare(case_ids=[r.case_id for r in results])
+            cases = (
+                Case.objects.filter(pk__in=[r.case_id for r in results])
+                .select_related("customer", "workflow")
+                .order_by("customer__external_id", "workflow__key")
             )
             links = [(case, link_issue(case=case)) for case in cases]
         self.stdout.write(f"Workflows: {', '.join(str(w) for w in workflows)}")
@@ -112,4 +169,6 @@ class Command(BaseCommand):
         )
         self.stdout.write("Mini-app links (what a customer's message would carry):")
         for case, issued in links:
-            self.stdout.write(f"  {case.customer.name:<18} {issued.url}")
+            self.stdout.write(
+                f"  {case.customer.name:<18} {case.workflow.key:<19} {case.state:<10} {issued.url}"
+            )

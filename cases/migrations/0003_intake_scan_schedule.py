@@ -1,0 +1,32 @@
+"""Schedule the drop-folder intake job (cases.jobs.intake_scan) every minute."""
+
+from django.db import migrations
+
+SCHEDULE_NAME = "intake_scan"
+
+
+def schedule_create(apps, schema_editor):
+    Schedule = apps.get_model("django_q", "Schedule")
+    Schedule.objects.update_or_create(
+        name=SCHEDULE_NAME,
+        defaults={
+            "func": "cases.jobs.intake_scan",
+            "schedule_type": "I",  # Schedule.MINUTES
+            "minutes": 1,
+            "repeats": -1,
+        },
+    )
+
+
+def schedule_remove(apps, schema_editor):
+    Schedule = apps.get_model("django_q", "Schedule")
+    Schedule.objects.filter(name=SCHEDULE_NAME).delete()
+
+
+class Migration(migrations.Migration):
+    dependencies = [
+        ("cases", "0002_case_offer_priority"),
+        ("django_q", "0019_alter_task_options_alter_ormq_key_alter_ormq_lock_and_more"),
+    ]
+
+    operations = [migrations.RunPython(schedule_create, schedule_remove)]
