@@ -10,12 +10,12 @@ import phonenumbers
 def phone_normalise(value: Any) -> str:
     """Return the number in E.164 form, or raise ValueError with a message for people."""
     if not isinstance(value, str) or not value.strip().startswith("+"):
-        raise ValueError("Enter the number in international E.164 form, e.g. +447700900123.")
+        raise ValueError("Enter the number in international E.164 form, e.g. +447911123456.")
     try:
         number = phonenumbers.parse(value.strip(), None)
     except phonenumbers.NumberParseException as exc:
         raise ValueError(
-            "Enter the number in international E.164 form, e.g. +447700900123."
+            "Enter the number in international E.164 form, e.g. +447911123456."
         ) from exc
     if not phonenumbers.is_valid_number(number):
         raise ValueError("This is not a valid phone number for its country code.")

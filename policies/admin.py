@@ -31,6 +31,7 @@ from policies.rules import _type_name, sample_contexts
 from policies.services import (
     ApprovalError,
     workflow_approve,
+    workflow_authors,
     workflow_dry_run,
     workflow_new_version,
     workflow_pause,
@@ -577,6 +578,7 @@ class WorkflowAdmin(admin.ModelAdmin):
         if not change:
             obj.created_by = request.user
         super().save_model(request, obj, form, change)
+        obj.editors.add(request.user)
 
     def changelist_view(self, request: HttpRequest, extra_context: dict | None = None):
         pending = WorkflowApproval.objects.filter(decision=PENDING).count()
@@ -805,7 +807,7 @@ class WorkflowApprovalAdmin(admin.ModelAdmin):
         context = dict(extra_context or {})
         approval = self.get_object(request, object_id)
         if approval is not None:
-            authors = {approval.requested_by_id, approval.workflow.created_by_id}
+            authors = workflow_authors(workflow=approval.workflow) | {approval.requested_by_id}
             context.update(
                 can_approve=_can_approve(request),
                 can_reject=self._may_reject(request, approval),

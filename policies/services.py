@@ -276,6 +276,8 @@ def workflow_import(*, spec: dict[str, Any], user=None, activate: bool = False) 
         workflow.status = Workflow.Status.DRAFT
         workflow.save()
         _save_children(workflow, children)
+        if user is not None:
+            workflow.editors.add(user)
         if activate:
             gaps = workflow_launch_gaps(workflow)
             if gaps:
@@ -329,6 +331,8 @@ def workflow_new_version(*, workflow: Workflow, user=None) -> Workflow:
             raise ValidationError(problems)
         draft.save()
         _save_children(draft, children)
+        if user is not None:
+            draft.editors.add(user)
     return draft
 
 
@@ -367,12 +371,17 @@ def workflow_request_activation(*, workflow: Workflow, user) -> WorkflowApproval
         )
 
 
+def workflow_authors(*, workflow: Workflow) -> set[int]:
+    """Ids of the users who created or changed this version."""
+    return {workflow.created_by_id, *workflow.editors.values_list("pk", flat=True)} - {None}
+
+
 def workflow_approve(*, approval: WorkflowApproval, user, note: str = "") -> Workflow:
     """Four eyes: a second staff user with the approver permission, never the author."""
     workflow = approval.workflow
     if approval.decision != WorkflowApproval.Decision.PENDING:
         raise ApprovalError("This request has been decided already.")
-    if user.pk in {approval.requested_by_id, workflow.created_by_id}:
+    if user.pk in workflow_authors(workflow=workflow) | {approval.requested_by_id}:
         raise ApprovalError("The author of a change cannot approve it; ask a second approver.")
     if not user.has_perm("policies.approve_workflow"):
         raise ApprovalError("Approving workflows needs the approver permission (Risk role).")

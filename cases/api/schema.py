@@ -23,7 +23,7 @@ _consent = {
         },
     ]
 }
-_phone = {"type": "string", "pattern": r"^\+[1-9]\d{6,14}$", "example": "+447700900123"}
+_phone = {"type": "string", "pattern": r"^\+[1-9]\d{6,14}$", "example": "+447911123456"}
 
 CUSTOMER = {
     "type": "object",

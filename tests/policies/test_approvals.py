@@ -258,3 +258,20 @@ def test_first_version_of_a_new_workflow_also_needs_four_eyes(author):
     draft.refresh_from_db()
     assert draft.status == "active"
     assert Case.objects.count() == 0
+
+
+def test_an_editor_of_the_draft_cannot_approve_it(active, author):
+    """Four eyes covers everyone who changed the version, not only its creator."""
+    editor = factories.user("editor", approver=True)
+    draft = workflow_new_version(workflow=active, user=author)
+    spec = workflow_export(workflow=draft)
+    spec["actions"][0]["eligible_when"] = STRICTER
+    workflow_import(spec=spec, user=editor)
+    approval = workflow_request_activation(workflow=draft, user=author)
+
+    with pytest.raises(ApprovalError, match=AUTHOR_CANNOT):
+        workflow_approve(approval=approval, user=editor)
+
+    workflow_approve(approval=approval, user=factories.user("second", approver=True))
+    draft.refresh_from_db()
+    assert draft.status == "active"
