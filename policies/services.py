@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 from django.conf import settings
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from cases.models import Actor, Case, CaseEvent, Customer
@@ -466,7 +466,10 @@ def pilot_admits(*, case: Case) -> tuple[bool, str]:
         admitted = bucket < workflow.pilot_percentage
         return admitted, f"bucket {bucket} vs {workflow.pilot_percentage}%"
     # Daily cap: lock the workflow row so two workers cannot both take the last place.
-    Workflow.objects.select_for_update().filter(pk=workflow.pk).first()
+    # NO KEY UPDATE on PostgreSQL, so ingest (whose case inserts take KEY SHARE on the same
+    # row through the foreign key) is never blocked behind a pilot admission.
+    no_key = connection.features.has_select_for_no_key_update
+    Workflow.objects.select_for_update(no_key=no_key).filter(pk=workflow.pk).first()
     start = timezone.now().replace(hour=0, minute=0, second=0, microsecond=0)
     admitted_today = CaseEvent.objects.filter(
         kind="pilot_admitted", case__workflow__key=workflow.key, created_at__gte=start
