@@ -16,7 +16,7 @@ from typing import Any
 from django.utils import timezone
 
 from policies.blueprint import CONTACT_FIELDS, WINDOW, Blueprint, CompiledAction
-from policies.rules import rule_context
+from policies.rules import rule_context, rule_scope
 
 CENT = Decimal("0.01")
 
@@ -121,8 +121,9 @@ def _bounds(action: CompiledAction, params: dict[str, Any], today: dt.date) -> d
 
 
 def offer_compute(*, case: Any, blueprint: Blueprint, today: dt.date | None = None) -> dict:
-    context = rule_context(case=case, today=today)
-    day = dt.date.fromisoformat(context["today"])
+    plain_context = rule_context(case=case, today=today)
+    day = dt.date.fromisoformat(plain_context["today"])
+    context = rule_scope(plain_context)
     offered: list[dict[str, Any]] = []
     excluded: list[dict[str, Any]] = []
     for action in blueprint.actions:

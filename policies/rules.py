@@ -189,6 +189,12 @@ def _type_name(expect: Any) -> str:
     return names.get(expect, str(expect))
 
 
+def rule_scope(context: dict[str, Any]) -> Any:
+    """The context converted to CEL values once. Passing a plain dict to each rule converts
+    it again on every call, which was ~90% of an evaluation (bench/rules.py)."""
+    return cel.Context(context)
+
+
 def rule_context(*, case: Any, today: dt.date | None = None) -> dict[str, Any]:
     """The values a rule sees for one case, typed as the sample contexts are."""
     customer = case.customer
