@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint format bench-ingest clean
+.PHONY: install demo test lint format bench-ingest bench-writeback bench-dispatch clean
 
 install: $(STAMP)
 
@@ -32,6 +32,12 @@ format: install
 
 bench-ingest: install
 	$(PY) bench/ingest.py
+
+bench-dispatch: install
+	$(PY) bench/dispatch.py
+
+bench-writeback: install
+	$(PY) bench/writeback.py
 
 clean:
 	rm -rf $(VENV) var staticfiles .pytest_cache .ruff_cache *.egg-info

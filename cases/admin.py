@@ -5,6 +5,7 @@ from django.utils.html import format_html
 
 from cases.models import ApiClient, Case, CaseEvent, Customer
 from cases.services import api_client_create, api_client_revoke
+from channels.admin import contact_ledger_html, demo_phone_link
 
 
 @admin.register(ApiClient)
@@ -72,6 +73,8 @@ class CustomerAdmin(admin.ModelAdmin):
         "created_at",
         "updated_at",
         "known_facts_on_file",
+        "contact_ledger",
+        "demo_phone",
     )
 
     @admin.display(description="Known facts on file")
@@ -86,6 +89,14 @@ class CustomerAdmin(admin.ModelAdmin):
             if digest
         ]
         return ", ".join(names) or "none"
+
+    @admin.display(description="Contact ledger")
+    def contact_ledger(self, obj):
+        return contact_ledger_html(customer=obj) if obj.pk else "—"
+
+    @admin.display(description="Demo phone")
+    def demo_phone(self, obj):
+        return demo_phone_link(obj) if obj.pk else "—"
 
 
 class CaseEventInline(admin.TabularInline):
@@ -111,8 +122,12 @@ class CaseAdmin(admin.ModelAdmin):
     list_select_related = ("workflow", "customer")
     date_hierarchy = "triggered_at"
     inlines = [CaseEventInline]
-    readonly_fields = [f.name for f in Case._meta.fields]
+    readonly_fields = [*(f.name for f in Case._meta.fields), "contact_ledger"]
     show_full_result_count = False  # COUNT(*) over a million cases on every page is waste
+
+    @admin.display(description="Contact ledger (every case of this customer)")
+    def contact_ledger(self, obj):
+        return contact_ledger_html(customer=obj.customer, case=obj)
 
     def has_add_permission(self, request):
         return False  # cases come from triggers

@@ -148,6 +148,20 @@ def _active_workflows(keys: Iterable[str]) -> dict[str, Workflow]:
     return {wf.key: wf for wf in Workflow.objects.filter(key__in=set(keys), status="active")}
 
 
+def _withdrawn_here(consent: dict[str, Any]) -> bool:
+    """A "no" the customer gave us directly (a reply or an unsubscribe), not a source's flag."""
+    source = str(consent.get("source", ""))
+    return consent.get("value") is False and bool(source) and not source.startswith("trigger:")
+
+
+def _later(given: dict[str, Any], current: dict[str, Any]) -> bool:
+    from django.utils.dateparse import parse_datetime
+
+    given_at = parse_datetime(str(given.get("timestamp", "")))
+    current_at = parse_datetime(str(current.get("timestamp", "")))
+    return bool(given_at and current_at and given_at > current_at)
+
+
 def _customer_apply(
     customer: Customer, trigger: TriggerInput, *, client: ApiClient, now
 ) -> set[str]:
@@ -165,6 +179,11 @@ def _customer_apply(
             current = consent.get(channel, {})
             if current.get("value") == item["value"] and "timestamp" not in item:
                 continue  # same answer again: keep when and where it was first given
+            if _withdrawn_here(current) and item["value"] and not _later(item, current):
+                # The customer withdrew through us (STOP, unsubscribe). A routine trigger
+                # carrying yesterday's "yes" must not undo that; only a consent given after
+                # the withdrawal (a newer timestamp) does.
+                continue
             consent[channel] = {
                 "value": item["value"],
                 "timestamp": item.get("timestamp", now.isoformat()),

@@ -116,7 +116,18 @@ TEMPLATES = [
 # locked" half-way through a transaction.
 DATA_DIR = Path(os.environ.get("DATA_DIR", BASE_DIR / "var"))
 DATABASE_URL = os.environ.get("DATABASE_URL", "")
-if DATABASE_URL:
+SQLITE_OPTIONS = {
+    "init_command": (
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=20000;"
+    ),
+    "transaction_mode": "IMMEDIATE",
+    "timeout": 20,
+}
+if DATABASE_URL.startswith("sqlite"):
+    # A SQLite file named by URL (a second process sharing the tests' database) gets the
+    # same WAL and locking settings as the default file.
+    DATABASES = {"default": {**dj_database_url.parse(DATABASE_URL), "OPTIONS": SQLITE_OPTIONS}}
+elif DATABASE_URL:
     DATABASES = {
         "default": dj_database_url.parse(
             DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 60), conn_health_checks=True
@@ -128,13 +139,7 @@ else:
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": DATA_DIR / "closeloop.sqlite3",
-            "OPTIONS": {
-                "init_command": (
-                    "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=20000;"
-                ),
-                "transaction_mode": "IMMEDIATE",
-                "timeout": 20,
-            },
+            "OPTIONS": SQLITE_OPTIONS,
         }
     }
 
@@ -221,6 +226,56 @@ CASE_LINK_TTL_DAYS = env_int("CASE_LINK_TTL_DAYS", 7)
 INTAKE_DIR = os.environ.get("INTAKE_DIR", "")
 INTAKE_SETTLE_SECONDS = env_int("INTAKE_SETTLE_SECONDS", 30)
 
+# --- Writeback ------------------------------------------------------------------------------
+# The system of record that the shipped "core_rest" target posts to (a target with a blank
+# base URL uses this), and its bearer token; targets name their secret's variable.
+CORE_API_URL = os.environ.get("CORE_API_URL", "http://127.0.0.1:8100").rstrip("/")
+CORE_API_TOKEN = os.environ.get("CORE_API_TOKEN", "")
+# A delivery's claim on an outcome. Longer than Q_TIMEOUT, so a claim only expires once
+# the worker holding it is surely dead; then another worker may deliver it.
+WRITEBACK_LEASE_SECONDS = env_int("WRITEBACK_LEASE_SECONDS", 180)
+WRITEBACK_SWEEP_BATCH = env_int("WRITEBACK_SWEEP_BATCH", 500)
+WRITEBACK_SWEEP_SECONDS = env_int("WRITEBACK_SWEEP_SECONDS", 60)
+
+# --- Outreach (channels/) -------------------------------------------------------------------
+# The brand customers see in messages and on the mini-app.
+BRAND_NAME = os.environ.get("BRAND_NAME", "Closeloop Bank")
+# Providers per channel. `outbox` keeps messages in the database and shows them on a staff
+# "phone" page: the default for development and the demo. Production sets real ones.
+SMS_PROVIDER = os.environ.get("SMS_PROVIDER", "outbox")  # outbox | twilio
+EMAIL_PROVIDER = os.environ.get("EMAIL_PROVIDER", "outbox")  # outbox | smtp
+WHATSAPP_PROVIDER = os.environ.get("WHATSAPP_PROVIDER", "outbox")  # outbox | cloud_api
+TWILIO_API_BASE = os.environ.get("TWILIO_API_BASE", "https://api.twilio.com").rstrip("/")
+TWILIO_ACCOUNT_SID = os.environ.get("TWILIO_ACCOUNT_SID", "")
+TWILIO_AUTH_TOKEN = os.environ.get("TWILIO_AUTH_TOKEN", "")
+TWILIO_FROM_NUMBER = os.environ.get("TWILIO_FROM_NUMBER", "")
+WHATSAPP_API_BASE = os.environ.get("WHATSAPP_API_BASE", "https://graph.facebook.com/v21.0")
+WHATSAPP_API_BASE = WHATSAPP_API_BASE.rstrip("/")
+WHATSAPP_TOKEN = os.environ.get("WHATSAPP_TOKEN", "")
+WHATSAPP_PHONE_NUMBER_ID = os.environ.get("WHATSAPP_PHONE_NUMBER_ID", "")
+WHATSAPP_APP_SECRET = os.environ.get("WHATSAPP_APP_SECRET", "")
+WHATSAPP_VERIFY_TOKEN = os.environ.get("WHATSAPP_VERIFY_TOKEN", "")
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25)
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10)
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "reminders@localhost")
+# Contact rules across all workflows (per customer).
+OUTREACH_FREQUENCY_CAP = env_int("OUTREACH_FREQUENCY_CAP", 7)
+OUTREACH_FREQUENCY_WINDOW_DAYS = env_int("OUTREACH_FREQUENCY_WINDOW_DAYS", 7)
+# Sending: attempts per message before a channel counts as failed, and the parallel provider
+# calls one worker makes (the calls wait on the network, not the CPU).
+OUTREACH_SEND_MAX_ATTEMPTS = env_int("OUTREACH_SEND_MAX_ATTEMPTS", 4)
+OUTREACH_SEND_CONCURRENCY = env_int("OUTREACH_SEND_CONCURRENCY", 16)
+OUTREACH_DISPATCH_BATCH = env_int("OUTREACH_DISPATCH_BATCH", 500)
+# Seconds to wait for Twilio's or Meta's answer to a send. Both answer in well under a
+# second; a struggling provider is better served by backoff than by held worker threads.
+OUTREACH_PROVIDER_TIMEOUT = float(os.environ.get("OUTREACH_PROVIDER_TIMEOUT", "5"))
+# The admin warns when an SMS template renders to more segments than this.
+SMS_MAX_SEGMENTS = env_int("SMS_MAX_SEGMENTS", 3)
+
 # --- Background jobs (django-q2) ------------------------------------------------------------
 # The ORM broker redelivers a job whose worker died after `retry` seconds, so `retry` must
 # exceed `timeout` (a slow job is never redelivered while it still runs) and every job is
@@ -247,5 +302,10 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {"django.db.backends": {"level": "INFO"}},
+    "loggers": {
+        "django.db.backends": {"level": "INFO"},
+        # httpx logs each request's full URL at INFO; provider URLs can carry a phone number
+        # (Twilio's Messages.json?To=…), and a large send would log a line per message.
+        "httpx": {"level": "WARNING"},
+    },
 }

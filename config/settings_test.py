@@ -19,6 +19,10 @@ STORAGES = {
 }
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 ALLOWED_HOSTS = ["testserver", "127.0.0.1", "localhost"]
+# On SQLite the test database is a file, not memory, so a real worker process started by a
+# test (tests/workers.py) can share it.
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):  # noqa: F405
+    DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test-closeloop.sqlite3")}  # noqa: F405
 # Jobs run inline in tests unless a test starts a real worker.
 Q_CLUSTER = {**Q_CLUSTER, "sync": True}  # noqa: F405
 # Serve static files from the app folders directly, without a collectstatic step.

@@ -7,6 +7,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from django.apps import apps
+
 from policies.catalogue import ACTIONS, EVIDENCE_KINDS, EXCEPTION_TYPES
 from policies.models import ExceptionRoute, Workflow
 from policies.rules import Rule, RuleError, rule_compile
@@ -204,6 +206,18 @@ def blueprint_for(workflow: Workflow) -> Blueprint:
     return blueprint
 
 
+def _writeback_target_gaps(key: str, actions: list) -> list[str]:
+    # By app label: writeback builds on policies, not the other way round.
+    target = apps.get_model("writeback", "WritebackTarget").objects.filter(key=key).first()
+    if target is None:
+        return [f"The writeback target {key!r} does not exist; create it or pick another."]
+    return [
+        f"{row.get_action_display()}: the writeback target {key!r} has no operations for it."
+        for row in actions
+        if row.action not in target.operations
+    ]
+
+
 def workflow_launch_gaps(workflow: Workflow) -> list[str]:
     """Everything that stops this workflow version from going live, in plain words."""
     gaps: list[str] = []
@@ -219,6 +233,8 @@ def workflow_launch_gaps(workflow: Workflow) -> list[str]:
             gaps.append(f"{row.get_action_display()}: choose the evidence it must capture.")
     if not workflow.writeback_target.strip():
         gaps.append("Attach a writeback target (where outcomes are posted).")
+    else:
+        gaps.extend(_writeback_target_gaps(workflow.writeback_target, actions))
     routes = {row.exception_type: row for row in workflow.exception_routes.all()}
     offered = {row.action for row in actions}
     for exception_type, label in EXCEPTION_TYPES:

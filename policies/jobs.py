@@ -24,6 +24,16 @@ PREPARE_CHUNK = 500
 def prepare_cases(case_ids: list[str]) -> dict[str, int]:
     outcomes = cases_prepare(case_ids=case_ids)
     logger.info("prepared %d case(s): %s", sum(outcomes.values()), dict(outcomes))
+    if outcomes["ready"] or outcomes["skipped"]:
+        # Outreach is the channels app's job; it takes the batch and skips any case that is
+        # not ready (forked, closed) or already begun. "skipped" covers cases prepared
+        # inline elsewhere (the demo seed) whose outreach has not begun yet.
+        async_task(
+            "channels.jobs.begin_outreach",
+            case_ids,
+            task_name="begin outreach",
+            group="begin_outreach",
+        )
     return dict(outcomes)
 
 

@@ -42,6 +42,26 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture
+def demo_core(tmp_path):
+    """The demo system of record (democore/) on a loopback port with a fresh database:
+    writeback tests post to `demo_core.url` and steer it with `.faults()`, `.stop()`,
+    `.restart()` and `.stats()`."""
+    from democore.testing import DemoCore
+
+    with DemoCore.start(db_path=tmp_path / "democore.sqlite3", token="test-core-token") as core:
+        yield core
+
+
+@pytest.fixture
+def queued_jobs(monkeypatch):
+    """Jobs go to the database queue instead of running inline (the test settings' default):
+    for tests that play the workers themselves, or start a real one (tests/workers.py)."""
+    from django_q.conf import Conf
+
+    monkeypatch.setattr(Conf, "SYNC", False)
+
+
+@pytest.fixture
 def on_postgres() -> bool:
     return connection.vendor == "postgresql"
 

@@ -14,7 +14,24 @@ from policies.services import WORKFLOWS_DIR, workflow_install, workflow_spec_rea
 _sequence = itertools.count(1)
 
 
+def writeback_target_shipped() -> None:
+    """The "core_rest" writeback target that a data migration ships and every shipped
+    workflow names. Transactional tests flush it; put it back so those workflows install."""
+    import importlib
+
+    from django.apps import apps
+
+    from writeback.models import WritebackTarget
+
+    if not WritebackTarget.objects.filter(key="core_rest").exists():
+        shipped = importlib.import_module(
+            "writeback.migrations.0002_core_rest_target_and_schedules"
+        )
+        shipped.forwards(apps, None)
+
+
 def workflow_promise_to_pay() -> Workflow:
+    writeback_target_shipped()
     return workflow_install(spec=workflow_spec_read(WORKFLOWS_DIR / "promise_to_pay.yaml"))
 
 
@@ -126,12 +143,14 @@ def workflow_spec(key: str) -> dict[str, Any]:
 
 
 def workflow_shipped(key: str) -> Workflow:
+    writeback_target_shipped()
     return workflow_install(spec=workflow_spec(key))
 
 
 def workflow_variant(key: str, **changes: Any) -> Workflow:
     """Install a shipped workflow with some top-level parts replaced (a new active
     version when the shipped one is installed already)."""
+    writeback_target_shipped()
     return workflow_install(spec={**workflow_spec(key), **changes})
 
 

@@ -17,7 +17,13 @@ from cases.models import Case, CaseEvent, Customer
 from cases.services import IllegalTransition, case_transition
 from tests import factories
 
-pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
+# Jobs stay queued: the races here are over the rows themselves, not over what the preparing
+# and outreach jobs would do to a committed case.
+pytestmark = [
+    pytest.mark.postgres,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("queued_jobs"),
+]
 
 
 def run_together(jobs: list[Callable[[], Any]]) -> list[Any]:

@@ -1,5 +1,6 @@
-"""`make demo`: migrate, seed, then run the web server and the job worker together until
-Ctrl-C. One foreground command, so a newcomer has one thing to start and stop."""
+"""`make demo`: migrate, seed, then run the web server, the job worker and the demo core
+system of record together until Ctrl-C. One foreground command, so a newcomer has one thing
+to start and stop."""
 
 from __future__ import annotations
 
@@ -17,24 +18,33 @@ from cases.management.commands.seed_demo import DEMO_ADMIN_PASSWORD, DEMO_ADMIN_
 
 
 class Command(BaseCommand):
-    help = "Run the demo: migrate, seed, then web server + worker until Ctrl-C."
+    help = "Run the demo: migrate, seed, then web server + worker + demo core until Ctrl-C."
 
     def add_arguments(self, parser):
         parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
         parser.add_argument("--port", type=int, default=settings.PORT)
+        parser.add_argument("--core-port", type=int, default=os.environ.get("CORE_PORT", "8100"))
 
-    def handle(self, *args, host: str, port: int, **options):
+    def handle(self, *args, host: str, port: int, core_port: int, **options):
         if not settings.DEBUG:
             raise CommandError("The demo runs with DEBUG=1; use `make demo`.")
         base = f"http://{host}:{port}"
         if "PUBLIC_BASE_URL" not in os.environ:
             # Links printed and sent in the demo must point at the port it really runs on.
             os.environ["PUBLIC_BASE_URL"] = settings.PUBLIC_BASE_URL = base
+        core = f"http://{host}:{core_port}"
+        if "CORE_API_URL" not in os.environ:
+            # Set before web and worker start, so writeback in both posts to this demo core.
+            os.environ["CORE_API_URL"] = core
+            os.environ.setdefault("CORE_API_TOKEN", "demo-core-token")
         call_command("migrate", interactive=False, verbosity=0)
         self.stdout.write("Database migrated.")
         call_command("seed_demo", stdout=self.stdout)
         manage = [sys.executable, str(settings.BASE_DIR / "manage.py")]
+        core_command = [sys.executable, "-m", "democore", "--host", host, "--port", str(core_port)]
+        core_command += ["--db", str(settings.DATA_DIR / "democore.sqlite3")]
         processes = {
+            "core": subprocess.Popen(core_command, cwd=settings.BASE_DIR),
             "web": subprocess.Popen([*manage, "runserver", "--noreload", f"{host}:{port}"]),
             "worker": subprocess.Popen([*manage, "qcluster"]),
         }
@@ -44,6 +54,8 @@ class Command(BaseCommand):
                 f"  Staff admin   {base}/admin/   login {DEMO_ADMIN_USER} / {DEMO_ADMIN_PASSWORD}\n"
                 f"  API docs      {base}/api/docs/\n"
                 f"  Health        {base}/healthz\n"
+                f"  Demo core     {core}   faults and stats: {core}/_control/stats\n"
+                f"  Writeback to  {os.environ['CORE_API_URL']}\n"
                 f"  Try the API   curl -H 'Authorization: Bearer {DEMO_API_KEY}' "
                 f"{base}/api/v1/workflows/\n"
                 "Press Ctrl-C to stop.\n"

@@ -12,6 +12,7 @@ from django.db import transaction
 
 from cases.models import ApiClient, Case
 from cases.services import API_KEY_PREFIX, api_client_create, triggers_ingest
+from channels.sequences import sequences_install_shipped
 from miniapp.services import link_issue
 from policies.services import cases_prepare, workflows_install_shipped
 
@@ -142,6 +143,7 @@ class Command(BaseCommand):
             )
         with transaction.atomic():
             workflows = workflows_install_shipped()
+            sequences_install_shipped()
             user_model = get_user_model()
             if not user_model.objects.filter(username=DEMO_ADMIN_USER).exists():
                 user_model.objects.create_superuser(
