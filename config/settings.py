@@ -236,10 +236,16 @@ CORE_API_TOKEN = os.environ.get("CORE_API_TOKEN", "")
 WRITEBACK_LEASE_SECONDS = env_int("WRITEBACK_LEASE_SECONDS", 180)
 WRITEBACK_SWEEP_BATCH = env_int("WRITEBACK_SWEEP_BATCH", 500)
 WRITEBACK_SWEEP_SECONDS = env_int("WRITEBACK_SWEEP_SECONDS", 60)
+# Deliveries one worker runs side by side (each waits mostly on the target's answer).
+WRITEBACK_CONCURRENCY = env_int("WRITEBACK_CONCURRENCY", 8)
 
 # --- Outreach (channels/) -------------------------------------------------------------------
 # The brand customers see in messages and on the mini-app.
 BRAND_NAME = os.environ.get("BRAND_NAME", "Closeloop Bank")
+# Tenant branding on the mini-app: the accent colour must keep WCAG 2.1 AA contrast (4.5:1)
+# with white text; the logo is served from our own static files or the tenant's domain.
+BRAND_COLOUR = os.environ.get("BRAND_COLOUR", "#0b5cad")
+BRAND_LOGO_URL = os.environ.get("BRAND_LOGO_URL", "")
 # Providers per channel. `outbox` keeps messages in the database and shows them on a staff
 # "phone" page: the default for development and the demo. Production sets real ones.
 SMS_PROVIDER = os.environ.get("SMS_PROVIDER", "outbox")  # outbox | twilio

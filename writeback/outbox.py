@@ -15,6 +15,8 @@ import logging
 import random
 import secrets
 import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -447,20 +449,39 @@ def outcomes_deliver_due(
 ) -> dict[str, int]:
     """The frequent sweep: deliver outcomes whose next attempt is due and claims whose
     lease expired, oldest first, until the time budget is spent (a job must end well
-    before the queue's timeout)."""
+    before the queue's timeout).
+
+    A delivery mostly waits on the target, so one worker runs WRITEBACK_CONCURRENCY of
+    them side by side, each thread with its own database connection; claims keep any two
+    from taking the same outcome. Inside a transaction (a caller's, or a test's) other
+    threads could not see its rows, so deliveries then run one after another."""
     limit = limit or settings.WRITEBACK_SWEEP_BATCH
     budget = budget_seconds if budget_seconds is not None else settings.WRITEBACK_SWEEP_SECONDS
-    started = time.monotonic()
+    deadline = time.monotonic() + budget
     now = timezone.now()
     ids = list(
         Outcome.objects.filter(_claimable(now, due_only=True))
         .order_by("next_attempt_at")
         .values_list("pk", flat=True)[:limit]
     )
-    results: dict[str, int] = {}
-    for outcome_id in ids:
-        if time.monotonic() - started > budget:
-            break
-        result = outcome_deliver(outcome_id=outcome_id, due_only=True)
-        results[result] = results.get(result, 0) + 1
-    return results
+    results: Counter = Counter()
+    threads = min(settings.WRITEBACK_CONCURRENCY, len(ids))
+    if threads <= 1 or connection.in_atomic_block:
+        for outcome_id in ids:
+            if time.monotonic() > deadline:
+                break
+            results[outcome_deliver(outcome_id=outcome_id, due_only=True)] += 1
+        return dict(results)
+
+    def deliver(outcome_id: Any) -> str:
+        try:
+            if time.monotonic() > deadline:
+                return "deferred"  # left for the next sweep
+            return outcome_deliver(outcome_id=outcome_id, due_only=True)
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        results.update(pool.map(deliver, ids))
+    results.pop("deferred", None)
+    return dict(results)

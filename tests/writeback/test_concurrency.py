@@ -102,3 +102,19 @@ def test_a_worker_killed_mid_delivery_is_taken_over_after_its_lease(core_target,
     assert (stats["arrangements"], stats["duplicates"]) == (1, 0)
     outcome.case.refresh_from_db()
     assert outcome.case.state == "resolved"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_one_worker_delivers_side_by_side_each_outcome_once(core_target, demo_core, settings):
+    settings.WRITEBACK_CONCURRENCY = 4
+    outcomes = [pending_outcome(demo_core) for _ in range(12)]
+    demo_core.faults(latency_ms=50, error_after_commit_rate=0.25, seed=3)
+    from writeback.outbox import outcomes_deliver_due
+
+    for _ in range(10):
+        outcomes_deliver_due(budget_seconds=30)
+        if not Outcome.objects.exclude(state="confirmed").exists():
+            break
+    assert Outcome.objects.filter(pk__in=[o.pk for o in outcomes], state="confirmed").count() == 12
+    stats = demo_core.stats()
+    assert (stats["arrangements"], stats["duplicates"]) == (12, 0)

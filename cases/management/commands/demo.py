@@ -52,6 +52,7 @@ class Command(BaseCommand):
             self.style.SUCCESS(
                 f"\nCloseloop demo is running on {base}\n"
                 f"  Staff admin   {base}/admin/   login {DEMO_ADMIN_USER} / {DEMO_ADMIN_PASSWORD}\n"
+                f"  Demo phone    {base}/admin/channels/phone/   (what customers were sent)\n"
                 f"  API docs      {base}/api/docs/\n"
                 f"  Health        {base}/healthz\n"
                 f"  Demo core     {core}   faults and stats: {core}/_control/stats\n"
