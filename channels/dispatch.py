@@ -175,10 +175,14 @@ def _status_callback_url(channel: str) -> str:
 
 
 def _why_not_send(message: Message) -> str:
+    if message.purpose in ("code", "link"):
+        # A one-time code or a renewed link is sent while the customer waits, or not at
+        # all: the stored text has the secret masked, so there is nothing to resend.
+        return f"{message.purpose}_not_resent"
     case = message.case
     if message.purpose == "step" and case.state not in CONTACTABLE_STATES:
         return f"case_{case.state}"
-    if message.purpose in ("step", "code"):
+    if message.purpose == "step":
         refusal = channel_refusal(message.customer, message.channel)
         if refusal:
             return refusal
@@ -423,7 +427,11 @@ def _record(
             report.sent += 1
             continue
         message.error = result.detail[:500]
-        retry = not result.permanent and message.attempts < settings.OUTREACH_SEND_MAX_ATTEMPTS
+        retry = (
+            not result.permanent
+            and message.attempts < settings.OUTREACH_SEND_MAX_ATTEMPTS
+            and message.purpose not in ("code", "link")
+        )
         if retry and result.code in AMBIGUOUS_FAILURES and item.provider.can_reconcile:
             # No answer is not "not sent": the provider may have accepted it. Leave the row
             # `sending` with a short lease, so reconciliation asks the provider before any
@@ -689,3 +697,35 @@ def dispatch_until_idle(
         elif started is None:
             return total
         in_flight = started
+
+
+def message_send_now(
+    *, case: Case, channel: str, to: str, key: str, body: str, body_masked: str, purpose: str
+) -> Message:
+    """Send one message while the customer waits (a one-time code), recorded like any
+    other: the row first, then the provider call, then the result and its event. A failure
+    is final: the customer asks again instead of getting a stale code later."""
+    now = timezone.now()
+    message = Message.objects.create(
+        key=key,
+        case=case,
+        customer=case.customer,
+        workflow_key=case.workflow.key,
+        channel=channel,
+        purpose=purpose,
+        to=to,
+        body_masked=body_masked,
+        status=MessageStatus.SENDING,
+        attempts=1,
+        claimed_at=now,
+        lease_until=now + LEASE,
+    )
+    provider = provider_for(channel)
+    message.provider = provider.key
+    item = Prepared(message, OutgoingMessage(key=key, channel=channel, to=to, body=body), provider)
+    report, events = DispatchReport(), []
+    with transaction.atomic():
+        _record([item], _send_all([item]), report, events, timezone.now())
+        _save([message])
+        CaseEvent.objects.bulk_create(events)
+    return message

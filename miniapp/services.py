@@ -86,3 +86,36 @@ def link_record_open(*, link: CaseLink, user_agent: str = "") -> Case:
         return case_transition(case=case, transition="engage", actor=Actor.CUSTOMER, data=data)
     case_record_event(case=case, kind="link_opened", actor=Actor.CUSTOMER, data=data)
     return case
+
+
+def link_renew(*, case: Case) -> bool:
+    """Send a fresh link to the first permitted contact on file (SMS, then email)."""
+    from channels.contact_rules import channel_address, channel_refusal
+    from channels.dispatch import message_send_now
+    from channels.rendering import MASKED_LINK
+
+    customer = case.customer
+    channel = next((c for c in ("sms", "email") if not channel_refusal(customer, c)), None)
+    if channel is None:
+        return False
+    issued = link_issue(case=case)
+    count = CaseLink.objects.filter(case=case).count()
+    text = f"{settings.BRAND_NAME}: here is your new link for {case.workflow.name}: {{link}}"
+    if channel == "sms":
+        text += "\nReply STOP to opt out"
+    message = message_send_now(
+        case=case,
+        channel=channel,
+        to=channel_address(customer, channel),
+        key=f"{case.pk}:renew{count}",
+        body=text.replace("{link}", issued.url),
+        body_masked=text.replace("{link}", settings.PUBLIC_BASE_URL + MASKED_LINK),
+        purpose="link",
+    )
+    case_record_event(
+        case=case,
+        kind="link_renewed",
+        actor=Actor.CUSTOMER,
+        data={"channel": channel, "message": message.key, "status": message.status},
+    )
+    return message.status not in ("failed", "cancelled")
