@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint format bench-ingest bench-writeback bench-dispatch clean
+.PHONY: install demo test lint format bench-ingest bench-writeback bench-dispatch bench-metrics clean
 
 install: $(STAMP)
 
@@ -38,6 +38,12 @@ bench-dispatch: install
 
 bench-writeback: install
 	$(PY) bench/writeback.py
+
+bench-miniapp: install
+	$(PY) bench/miniapp.py
+
+bench-metrics: install
+	$(PY) bench/metrics.py
 
 clean:
 	rm -rf $(VENV) var staticfiles .pytest_cache .ruff_cache *.egg-info

@@ -8,6 +8,7 @@ Every variable is listed in docs/configuration.md.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import dj_database_url
@@ -75,11 +76,15 @@ INSTALLED_APPS = [
     "channels",
     "miniapp",
     "writeback",
+    "metrics",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "miniapp.middleware.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Before sessions: a refused request costs no session read.
+    "miniapp.middleware.RateLimitMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -192,6 +197,44 @@ API_MAX_BODY_BYTES = env_int("API_MAX_BODY_BYTES", 5 * 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = API_MAX_BODY_BYTES
 API_BATCH_MAX_TRIGGERS = env_int("API_BATCH_MAX_TRIGGERS", 1000)
 
+# --- Cache ----------------------------------------------------------------------------------
+# Shared by every web process (the mini-app's rate-limit counters must hold across gunicorn
+# workers and hosts): a database table by default, so nothing more needs running; Redis when
+# REDIS_URL is set, for atomic counters and no table to keep small.
+CACHE_TABLE = "closeloop_cache"  # created by `migrate` (miniapp/migrations/0003_cache_table.py)
+REDIS_URL = os.environ.get("REDIS_URL", "")
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+        }
+    }
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+            "LOCATION": CACHE_TABLE,
+            # Past MAX_ENTRIES Django deletes a third of the rows, live counters included,
+            # which would hand a flood a fresh allowance; expired rows go first at this size.
+            "OPTIONS": {"MAX_ENTRIES": env_int("CACHE_MAX_ENTRIES", 100_000)},
+        }
+    }
+
+# --- Mini-app rate limits (miniapp/ratelimit.py) --------------------------------------------
+# Fixed windows per client IP and per link. Tokens are 256 random bits, so the limits are not
+# what stops guessing; they stop floods and scripted enumeration from one address, and the
+# identity answers (codes, known facts) get a stricter budget on top of the per-case lock.
+MINIAPP_RATE_LIMITS = env_bool("MINIAPP_RATE_LIMITS", True)
+MINIAPP_RATE_PAGES_PER_IP = env_int("MINIAPP_RATE_PAGES_PER_IP", 300)  # per minute
+# A confirmation page polls every 3 s (20 a minute) while the writeback is pending.
+MINIAPP_RATE_PAGES_PER_LINK = env_int("MINIAPP_RATE_PAGES_PER_LINK", 60)  # per minute
+MINIAPP_RATE_CODES_PER_IP = env_int("MINIAPP_RATE_CODES_PER_IP", 30)  # per 15 minutes
+MINIAPP_RATE_CODES_PER_LINK = env_int("MINIAPP_RATE_CODES_PER_LINK", 10)  # per 15 minutes
+MINIAPP_RATE_UNKNOWN_LINKS_PER_IP = env_int("MINIAPP_RATE_UNKNOWN_LINKS_PER_IP", 20)  # per hour
+# A bare view at /bench/bare for bench/miniapp.py's baseline; never on in production.
+BENCH_BARE_VIEW = env_bool("BENCH_BARE_VIEW", False)
+
 # --- REST API -------------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["cases.api.auth.ApiKeyAuthentication"],
@@ -246,6 +289,9 @@ BRAND_NAME = os.environ.get("BRAND_NAME", "Closeloop Bank")
 # with white text; the logo is served from our own static files or the tenant's domain.
 BRAND_COLOUR = os.environ.get("BRAND_COLOUR", "#0b5cad")
 BRAND_LOGO_URL = os.environ.get("BRAND_LOGO_URL", "")
+# The colour is written into a stylesheet (/m/brand.css): only a plain hex colour may pass.
+if not re.fullmatch(r"#[0-9a-fA-F]{6}", BRAND_COLOUR):
+    raise ImproperlyConfigured(f"BRAND_COLOUR must be a colour like #0b5cad, got {BRAND_COLOUR!r}")
 # Providers per channel. `outbox` keeps messages in the database and shows them on a staff
 # "phone" page: the default for development and the demo. Production sets real ones.
 SMS_PROVIDER = os.environ.get("SMS_PROVIDER", "outbox")  # outbox | twilio
@@ -281,6 +327,18 @@ OUTREACH_DISPATCH_BATCH = env_int("OUTREACH_DISPATCH_BATCH", 500)
 OUTREACH_PROVIDER_TIMEOUT = float(os.environ.get("OUTREACH_PROVIDER_TIMEOUT", "5"))
 # The admin warns when an SMS template renders to more segments than this.
 SMS_MAX_SEGMENTS = env_int("SMS_MAX_SEGMENTS", 3)
+
+# --- Payments and uploads (miniapp/) -------------------------------------------------------
+# Pay now and card updates run on the provider's hosted page; we keep its reference and the
+# card's last four digits, never a card number. `demo` is a fake hosted page of our own.
+PAYMENT_PROVIDER = os.environ.get("PAYMENT_PROVIDER", "demo")  # demo | stripe
+STRIPE_API_BASE = os.environ.get("STRIPE_API_BASE", "https://api.stripe.com").rstrip("/")
+STRIPE_SECRET_KEY = os.environ.get("STRIPE_SECRET_KEY", "")
+STRIPE_WEBHOOK_SECRET = os.environ.get("STRIPE_WEBHOOK_SECRET", "")
+# Customers' uploaded documents: outside STATIC_ROOT and any URL; nothing serves them.
+PRIVATE_MEDIA_ROOT = Path(os.environ.get("PRIVATE_MEDIA_ROOT", DATA_DIR / "private"))
+# Uploads larger than this are streamed to a temporary file instead of held in memory.
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 
 # --- Background jobs (django-q2) ------------------------------------------------------------
 # The ORM broker redelivers a job whose worker died after `retry` seconds, so `retry` must

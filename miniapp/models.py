@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.db import models
 from django.utils import timezone
+from django_otp.models import SideChannelDevice
 
 
 class CaseLink(models.Model):
@@ -28,3 +29,28 @@ class CaseLink(models.Model):
     @property
     def is_expired(self) -> bool:
         return self.expires_at <= timezone.now()
+
+
+class CaseCodeDevice(SideChannelDevice):
+    """One-time codes for one case, sent by SMS or WhatsApp to the number on file.
+
+    Built on django-otp's side-channel device: 6 digits from the OS CSPRNG, a validity
+    window, single use (a verified token is cleared). Customers are not Django users, so the
+    device belongs to a case instead. Failures are counted here, not per code: a new code
+    does not reset them, and the fifth wrong answer (codes and known facts together) locks
+    identity for the case.
+    """
+
+    user = None
+    case = models.OneToOneField("cases.Case", on_delete=models.PROTECT, related_name="code_device")
+    channel = models.CharField(max_length=16, blank=True)
+    codes_sent = models.PositiveSmallIntegerField(default=0)
+    last_sent_at = models.DateTimeField(null=True, blank=True)
+    failures = models.PositiveSmallIntegerField(default=0)
+    locked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "one-time code device"
+
+    def __str__(self) -> str:
+        return f"Codes for case {self.case_id}"

@@ -22,13 +22,13 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from django.conf import settings
-from django.core.files.storage import default_storage
 from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
 from cases.models import Actor
 from cases.services import IllegalTransition, case_record_event, case_transition
+from miniapp.storage import private_storage
 from writeback.adapters import adapter_for
 from writeback.adapters.base import PERMANENT, RETRY, Adapter, Answer, DocumentFile
 from writeback.adapters.base import OperationRequest as Request
@@ -114,7 +114,8 @@ def idempotency_key(outcome: Outcome, operation: Operation) -> str:
 
 def _document(outcome: Outcome, index: int) -> DocumentFile:
     meta = outcome.documents[index]
-    with default_storage.open(meta["path"], "rb") as handle:
+    # Customers' uploads live in the private store that no URL serves (miniapp/storage.py).
+    with private_storage().open(meta["path"], "rb") as handle:
         content = handle.read()
     if hashlib.sha256(content).hexdigest() != meta["sha256"]:
         raise MappingError(f"document {index + 1} no longer matches its SHA-256")

@@ -133,10 +133,11 @@ def test_a_workflow_without_a_known_target_is_refused(
 
 def _stored_document(settings, tmp_path, name: str, content: bytes) -> dict:
     from django.core.files.base import ContentFile
-    from django.core.files.storage import default_storage
 
-    settings.MEDIA_ROOT = str(tmp_path / "media")
-    path = default_storage.save(f"uploads/{name}", ContentFile(content))
+    from miniapp.storage import private_storage
+
+    settings.PRIVATE_MEDIA_ROOT = tmp_path / "media"
+    path = private_storage().save(f"uploads/{name}", ContentFile(content))
     return {
         "name": name,
         "content_type": "application/pdf",
