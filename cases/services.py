@@ -68,6 +68,20 @@ def api_client_revoke(*, client: ApiClient) -> None:
 # --- state changes --------------------------------------------------------------------------
 
 
+TRANSITION_FIELDS = (
+    "state",
+    "outcome",
+    "priority",
+    "escalation_reason",
+    "opened_at",
+    "verified_at",
+    "submitted_at",
+    "written_back_at",
+    "closed_at",
+    "updated_at",
+)
+
+
 def case_transition(
     *,
     case: Case | Any,
@@ -83,7 +97,8 @@ def case_transition(
     """
     case_id = case.pk if isinstance(case, Case) else case
     with transaction.atomic():
-        locked = Case.objects.select_for_update().get(pk=case_id)
+        # The trigger as received is never needed to change state; it can be large.
+        locked = Case.objects.select_for_update().defer("payload").get(pk=case_id)
         method = getattr(locked, transition, None)
         if method is None or not hasattr(method, "_django_fsm"):
             raise ValueError(f"{transition!r} is not a case transition.")
@@ -94,7 +109,9 @@ def case_transition(
         else:
             method(actor=actor, data=data)
         try:
-            locked.save()
+            # Only what a transition may change: rewriting the trigger's JSON on every step
+            # would make each state change cost as much as the case is large.
+            locked.save(update_fields=TRANSITION_FIELDS)
         except ConcurrentTransition as exc:
             raise IllegalTransition(
                 locked, transition, "Another process changed this case first."

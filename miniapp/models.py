@@ -19,6 +19,8 @@ class CaseLink(models.Model):
     expires_at = models.DateTimeField()
     revoked_at = models.DateTimeField(null=True, blank=True)
     first_opened_at = models.DateTimeField(null=True, blank=True)
+    # When an open was last recorded: reloads within the hour are not news on the timeline.
+    last_opened_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         indexes = [models.Index(fields=["case", "created_at"], name="caselink_case_created")]

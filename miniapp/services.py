@@ -5,14 +5,19 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
 
 from django.conf import settings
+from django.db.models import F, Q
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from cases.bulk import bulk_copy, copy_available
 from cases.models import Actor, Case
 from cases.services import case_record_event, case_transition
 from miniapp.models import CaseLink
+from policies.models import Workflow
 
 
 @dataclass(frozen=True)
@@ -57,14 +62,38 @@ def links_issue(*, cases: list[Case]) -> list[IssuedLink]:
     return issued
 
 
+# Workflow versions by (id, last change), kept per process: every customer page needs its
+# case's workflow, an active version never changes, and any edit changes updated_at.
+_workflows: dict[tuple[int, Any], Workflow] = {}
+
+
+def _workflow(pk: int, updated_at: Any) -> Workflow:
+    key = (pk, updated_at)
+    workflow = _workflows.get(key)
+    if workflow is None:
+        workflow = Workflow.objects.get(pk=pk)
+        if len(_workflows) > 256:
+            _workflows.clear()
+        _workflows[key] = workflow
+    return workflow
+
+
 def link_resolve(*, token: str) -> CaseLink | None:
+    """The link, its case and customer in one query (the page customers open most)."""
     if not token or len(token) > 128:
         return None
-    return (
-        CaseLink.objects.select_related("case", "case__workflow", "case__customer")
-        .filter(token_hash=_token_hash(token))
-        .first()
-    )
+    try:
+        link = (
+            CaseLink.objects.select_related("case", "case__customer")
+            # The trigger as received is never shown to the customer; leave it in the database.
+            .defer("case__payload")
+            .annotate(workflow_changed_at=F("case__workflow__updated_at"))
+            .get(token_hash=_token_hash(token))
+        )
+    except CaseLink.DoesNotExist:
+        return None
+    link.case.workflow = _workflow(link.case.workflow_id, link.workflow_changed_at)
+    return link
 
 
 def link_revoke(*, link: CaseLink) -> None:
@@ -73,18 +102,31 @@ def link_revoke(*, link: CaseLink) -> None:
         link.save(update_fields=["revoked_at"])
 
 
+# A reopened link is recorded at most this often: the first open is the engagement, and a
+# reload is not news (nor worth a write on the page customers open most).
+REOPEN_RECORD_INTERVAL = timedelta(hours=1)
+
+
 def link_record_open(*, link: CaseLink, user_agent: str = "") -> Case:
-    """An open is engagement: the first one moves the case to `engaged`; later ones are
-    recorded on the timeline without a state change."""
+    """An open is engagement: the first one moves the case to `engaged`; a later one is
+    recorded on the timeline (at most hourly per link) without a state change."""
     case = link.case
+    now = timezone.now()
     data = {"link_id": link.pk, "user_agent": user_agent[:200]}
-    if link.first_opened_at is None:
-        CaseLink.objects.filter(pk=link.pk, first_opened_at=None).update(
-            first_opened_at=timezone.now()
-        )
     if case.state in ("received", "outreach"):
+        CaseLink.objects.filter(pk=link.pk).update(
+            first_opened_at=Coalesce(F("first_opened_at"), now), last_opened_at=now
+        )
         return case_transition(case=case, transition="engage", actor=Actor.CUSTOMER, data=data)
-    case_record_event(case=case, kind="link_opened", actor=Actor.CUSTOMER, data=data)
+    if link.last_opened_at and now - link.last_opened_at < REOPEN_RECORD_INTERVAL:
+        return case
+    recorded = (
+        CaseLink.objects.filter(pk=link.pk)
+        .filter(Q(last_opened_at__isnull=True) | Q(last_opened_at__lt=now - REOPEN_RECORD_INTERVAL))
+        .update(first_opened_at=Coalesce(F("first_opened_at"), now), last_opened_at=now)
+    )
+    if recorded:
+        case_record_event(case=case, kind="link_opened", actor=Actor.CUSTOMER, data=data)
     return case
 
 

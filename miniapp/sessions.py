@@ -28,26 +28,30 @@ def _save(request: HttpRequest, entries: dict[str, Any]) -> None:
 def session_factors(request: HttpRequest, case: Case) -> set[str]:
     """The identity factors proven for this case in this browser, if still fresh."""
     entry = _entries(request).get(str(case.pk))
-    if not entry:
+    if not entry or not entry.get("factors") or not entry.get("last_seen"):
         return set()
     last_seen = dt.datetime.fromisoformat(entry["last_seen"])
     if timezone.now() - last_seen > IDLE_TIMEOUT:
         session_forget(request, case)
         return set()
-    return set(entry.get("factors", []))
+    return set(entry["factors"])
 
 
 def session_timed_out(request: HttpRequest, case: Case) -> bool:
     entry = _entries(request).get(str(case.pk))
-    if not entry or not entry.get("factors"):
+    if not entry or not entry.get("factors") or not entry.get("last_seen"):
         return False
     last_seen = dt.datetime.fromisoformat(entry["last_seen"])
     return timezone.now() - last_seen > IDLE_TIMEOUT
 
 
 def session_touch(request: HttpRequest, case: Case) -> None:
+    """Keep a verified session alive. A visitor with nothing proven gets no session row:
+    the summary page is the one most opened, and a write per view would be its main cost."""
     entries = _entries(request)
-    entry = entries.setdefault(str(case.pk), {"factors": []})
+    entry = entries.get(str(case.pk))
+    if not entry or not (entry.get("factors") or entry.get("choice")):
+        return
     entry["last_seen"] = timezone.now().isoformat()
     _save(request, entries)
 

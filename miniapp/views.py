@@ -75,18 +75,22 @@ def customer_page(view: Callable) -> Callable:
             )
             return _no_store(response)
         request.case_link = link
-        request.case = Case.objects.select_related("workflow", "customer").get(pk=link.case_id)
+        # link_resolve loaded the case with its workflow and customer in the same query.
+        request.case = link.case
         request.engaged_now = False
         if request.case.state in ("received", "outreach"):
             # Whichever page a link first lands on (the summary, or a bookmarked or
             # forwarded step), the customer is engaged from there: submitting needs it.
             try:
-                request.case = link_record_open(
+                opened = link_record_open(
                     link=link, user_agent=request.headers.get("User-Agent", "")
                 )
                 request.engaged_now = True
             except IllegalTransition:
-                request.case.refresh_from_db()  # another tab opened it first
+                opened = Case.objects.get(pk=link.case_id)  # another tab opened it first
+            # The fresh row, with the related objects already in hand.
+            opened.workflow, opened.customer = link.case.workflow, link.case.customer
+            request.case = opened
         if session_timed_out(request, request.case):
             # The verified state ends with the idle session; touching it first would
             # keep the old factors alive.
@@ -146,7 +150,7 @@ def _closed_page(request: HttpRequest, token: str) -> HttpResponse | None:
 def case_home(request: HttpRequest, token: str) -> HttpResponse:
     case = request.case
     if not request.engaged_now:
-        # The first open was the engagement; later ones are on the timeline too.
+        # The first open was the engagement; later ones are on the timeline too (hourly).
         link_record_open(link=request.case_link, user_agent=request.headers.get("User-Agent", ""))
     recommended = _recommended(case)
     return render(

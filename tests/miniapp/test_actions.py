@@ -67,7 +67,7 @@ def assert_refused(client, opened: Opened, response, field: str | None, message:
         assert message in error_text(response)
     assert "option_chosen" not in kinds(opened.case)
     assert kinds(opened.case)[-1] == "validation_failed"
-    assert "choice" not in client.session[SESSION_KEY][str(opened.case.pk)]
+    assert "choice" not in client.session.get(SESSION_KEY, {}).get(str(opened.case.pk), {})
     assert not Outcome.objects.exists()
 
 

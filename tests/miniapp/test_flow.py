@@ -219,7 +219,12 @@ def test_summary_shows_what_is_owed_and_records_the_open(client, opened):
     assert b"GBP 420.50" in response.content
     assert opened.case.data["account_reference"].encode() in response.content
     assert opened.reload().state == "engaged"
-    client.get(opened.url())
+    client.get(opened.url())  # a reload within the hour is not news
+    assert kinds(opened.case)[-1] == "engaged"
+    CaseLink.objects.filter(case=opened.case).update(
+        last_opened_at=timezone.now() - dt.timedelta(hours=2)
+    )
+    client.get(opened.url())  # back later: recorded
     assert kinds(opened.case)[-2:] == ["engaged", "link_opened"]
 
 

@@ -311,8 +311,9 @@ def test_four_idle_minutes_keep_the_session(client, opened):
 
 
 def test_verifying_gives_the_browser_a_new_session_id(client, opened):
-    client.get(opened.url())
-    before = client.cookies["sessionid"].value
+    client.get(opened.url())  # an unverified visit keeps no session at all
+    # Session fixation: a session id planted in the browser must not survive verification.
+    client.cookies["sessionid"] = before = "planted-by-someone-else"
 
     verify_code(client, opened)
 
