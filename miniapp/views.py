@@ -495,9 +495,14 @@ def feedback(request: HttpRequest, token: str) -> HttpResponse:
             _done_context(request, token, feedback_error="Choose a number from 1 to 5."),
             status=400,
         )
-    case_record_event(
-        case=request.case, kind="feedback_given", actor=Actor.CUSTOMER, data={"score": int(score)}
-    )
+    case = request.case
+    # One answer per case, and only about something the customer did: a second post (a
+    # double tap, a reload) is thanked again but not counted twice.
+    answered = case.events.filter(kind="feedback_given").exists()
+    if not answered and case.outcomes.exists():
+        case_record_event(
+            case=case, kind="feedback_given", actor=Actor.CUSTOMER, data={"score": int(score)}
+        )
     return render(request, "miniapp/thanks.html", _context(request, token))
 
 

@@ -256,6 +256,19 @@ def test_feedback_from_1_to_5_is_recorded(client, chosen, score):
     assert event.data == {"score": int(score)}
 
 
+def test_feedback_counts_once_and_only_after_a_submission(client, chosen):
+    client.post(chosen.url("feedback"), {"score": "2"})  # nothing submitted yet
+    assert not CaseEvent.objects.filter(kind="feedback_given").exists()
+    client.post(chosen.url("review"))
+
+    first = client.post(chosen.url("feedback"), {"score": "4"})
+    again = client.post(chosen.url("feedback"), {"score": "1"})
+
+    assert first.status_code == again.status_code == 200
+    [event] = CaseEvent.objects.filter(case=chosen.case, kind="feedback_given")
+    assert event.data == {"score": 4}
+
+
 @pytest.mark.parametrize("score", ["6", "0", "", "five", "1" * 500])
 def test_feedback_outside_1_to_5_is_400_with_the_reason_shown(client, chosen, score):
     client.post(chosen.url("review"))
