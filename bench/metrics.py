@@ -1,7 +1,7 @@
 """Metrics benchmark: the dashboard's and the API's queries over 1,000,000 cases on
 PostgreSQL, each beside a bare `SELECT count(*)` over the same rows in the same run.
 
-    .venv/bin/python bench/metrics.py [--cases 1000000] [--rounds 5] [--keep]
+    .venv/bin/python bench/metrics.py [--cases 1000000] [--rounds 5] [--keep] [--reuse]
 
 It builds its own database (closeloop_bench_metrics, dropped first and after unless
 --keep), runs the migrations and installs two shipped workflows. Then:
@@ -11,10 +11,14 @@ It builds its own database (closeloop_bench_metrics, dropped first and after unl
    abandoned after two messages; escalated on an exception and completed by an agent;
    closed by a rule; still open), triggered over the last 365 days;
 2. rebuild: `case_facts_rebuild()`, the same code as `manage.py metrics_rebuild`, reads
-   every timeline and writes one fact row per case; then ANALYZE;
+   every timeline and writes one fact row per case, then adds the facts up into daily
+   rollups (`rollups_rebuild()`, timed on its own); then ANALYZE;
 3. times each query the dashboard and the API run (median of --rounds after one warm-up
    run), each beside `SELECT count(*)` over the fact rows of the same scope, and the
    events export (NDJSON, streamed through the view) beside a bare fetch of the rows.
+
+--reuse takes a database kept by an earlier --keep run as it is (no seed, no fact
+rebuild): it applies the metrics migrations, rebuilds the rollups and measures.
 
 A benchmark, not a test: it asserts nothing about timings.
 """
@@ -399,35 +403,60 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=1_000_000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
+    parser.add_argument(
+        "--reuse", action="store_true", help="measure a database kept by an earlier --keep run"
+    )
     args = parser.parse_args()
 
     db_url = database_url(BENCH_DB)
-    database_recreate(BENCH_DB)
+    if not args.reuse:
+        database_recreate(BENCH_DB)
+    seed_s = rebuild_s = None
     try:
         django_setup(db_url)
         from django.core.management import call_command
         from django.db import connection
 
-        from cases.services import api_client_create
+        from cases.models import ApiClient, CaseEvent
+        from cases.services import API_KEY_PREFIX, _key_hash, api_client_create
+        from metrics.models import CaseFact
+        from metrics.rollups import rollups_rebuild
         from metrics.services import case_facts_rebuild
         from policies.services import WORKFLOWS_DIR, workflow_install, workflow_spec_read
 
-        call_command("migrate", verbosity=0)
-        for key in WORKFLOWS:
-            workflow_install(spec=workflow_spec_read(WORKFLOWS_DIR / f"{key}.yaml"))
-        client, raw_key = api_client_create(name="bench")
-        seed_s, events = seed(db_url, args.cases)
-        started = time.perf_counter()
-        facts = case_facts_rebuild(
-            progress=lambda n: (
-                n % 100_000 == 0 and print(f"  rebuilt {n:,} facts", file=sys.stderr, flush=True)
+        if args.reuse:
+            call_command("migrate", "metrics", verbosity=0)
+            # The kept database's key was shown once and never stored: issue a new one.
+            client = ApiClient.objects.get(name="bench")
+            raw_key = API_KEY_PREFIX + uuid.uuid4().hex
+            ApiClient.objects.filter(pk=client.pk).update(
+                key_prefix=raw_key[:10], key_hash=_key_hash(raw_key)
             )
-        )
-        rebuild_s = time.perf_counter() - started
+            events = CaseEvent.objects.count()
+            facts = CaseFact.objects.count()
+        else:
+            call_command("migrate", verbosity=0)
+            for key in WORKFLOWS:
+                workflow_install(spec=workflow_spec_read(WORKFLOWS_DIR / f"{key}.yaml"))
+            client, raw_key = api_client_create(name="bench")
+            seed_s, events = seed(db_url, args.cases)
+            started = time.perf_counter()
+            facts = case_facts_rebuild(
+                progress=lambda n: (
+                    n % 100_000 == 0
+                    and print(f"  rebuilt {n:,} facts", file=sys.stderr, flush=True)
+                )
+            )
+            rebuild_s = time.perf_counter() - started
+        started = time.perf_counter()
+        rollup_rows = rollups_rebuild()
+        rollup_s = time.perf_counter() - started
         with connection.cursor() as cursor:
             for table in (
                 "metrics_casefact",
                 "metrics_exceptionfact",
+                "metrics_dailyrollup",
+                "metrics_exceptionrollup",
                 "cases_caseevent",
                 "cases_case",
             ):
@@ -444,9 +473,11 @@ def main() -> None:
             connections.close_all()
             database_drop(BENCH_DB)
 
-    print(f"\nMetrics on {version}: {args.cases:,} cases, {events:,} events")
-    print(f"  seed (COPY)            {seed_s:8.1f} s")
-    print(f"  rebuild facts          {rebuild_s:8.1f} s  ({facts / rebuild_s:,.0f} cases/s)")
+    print(f"\nMetrics on {version}: {facts:,} cases, {events:,} events")
+    if seed_s is not None:
+        print(f"  seed (COPY)            {seed_s:8.1f} s")
+        print(f"  rebuild facts          {rebuild_s:8.1f} s  ({facts / rebuild_s:,.0f} cases/s)")
+    print(f"  rebuild rollups        {rollup_s:8.1f} s  ({rollup_rows:,} daily rows)")
     print(f"\nQuery, median of {args.rounds} (ms)            rows   ours  count(*)  ratio")
     for label, rows, ours, base in results:
         print(f"  {label:<38}{rows:>9,} {ours:7.1f} {base:8.1f} {ours / base:7.1f}")

@@ -8,25 +8,35 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
 from decimal import Decimal
+from functools import reduce
+from operator import or_
 from typing import Any
 
 from django.db import connection
-from django.db.models import Aggregate, Count, FloatField, Q, QuerySet, Sum
-from django.db.models.functions import TruncWeek
+from django.db.models import Aggregate, FloatField, Q, QuerySet, Sum
+from django.db.models.functions import TruncDate
 
-from cases.models import CaseOutcome
-from metrics.models import CaseFact, ExceptionFact, Stage, UnitCost
+from metrics.models import (
+    ROLLUP_MEASURES,
+    CaseFact,
+    DailyRollup,
+    ExceptionFact,
+    ExceptionRollup,
+    Stage,
+    UnitCost,
+)
+from metrics.rollups import (
+    DIMENSIONS,
+    dimension_text,
+    dimension_value,
+    fact_aggregates,
+    utc_midnight,
+)
 
-BREAKDOWNS = {
-    "channel": "channel",
-    "step": "step",
-    "variant": "variant",
-    "template": "template",
-    "segment": "segment",
-}
+BREAKDOWNS = DIMENSIONS
 DURATIONS = {
     "time_to_resolution": "resolution_seconds",
     "time_to_action": "action_seconds",
@@ -94,44 +104,181 @@ def _rate(part: int | None, whole: int | None) -> float | None:
     return round(part / whole, 4) if whole else None
 
 
-COUNTS = {
-    "cases": Count("pk"),
-    "completed": Count("pk", filter=Q(resolved=True)),
-    "closed": Count("pk", filter=Q(closed_at__isnull=False)),
-    "deflected": Count("pk", filter=Q(closed_at__isnull=False, agent_touched=False)),
-    "manual_touch": Count("pk", filter=Q(agent_touched=True)),
-    "wb_finished": Count("pk", filter=Q(writeback_finished=True)),
-    "wb_first_attempt": Count("pk", filter=Q(writeback_first_attempt=True)),
-    "wb_eventual": Count("pk", filter=Q(writeback_finished=True, resolved=True)),
-    "exception_cases": Count("pk", filter=Q(exceptions__gt=0)),
-    "exceptions_total": Sum("exceptions"),
-    "sent_sms": Sum("messages_sms"),
-    "sent_email": Sum("messages_email"),
-    "sent_whatsapp": Sum("messages_whatsapp"),
-    "handle_seconds_total": Sum("handle_seconds"),
-    "handled_by_agent_timed": Count("handle_seconds"),
-    **{f"{name}_cases": Count(column) for name, column in DURATIONS.items()},
-}
+# SQLite binds at most 32,766 parameters per statement.
+EDGE_CHUNK = 5000
 
 
-def _aggregates() -> dict[str, Any]:
-    aggregates = dict(COUNTS)
-    if _on_postgres():
-        for name, column in DURATIONS.items():
-            aggregates[f"{name}_p50"] = PercentileCont(column, 0.5)
-            aggregates[f"{name}_p90"] = PercentileCont(column, 0.9)
-    return aggregates
+# --- sums: whole days from the rollups, partial days from the facts ------------------------
 
 
-def _python_percentiles(queryset: QuerySet[CaseFact], group: str | None) -> dict[Any, dict]:
-    """{group value: {name_p50, name_p90}} computed in Python (SQLite)."""
+@dataclass(frozen=True)
+class _Split:
+    """A scope cut into whole UTC days [first_day, last_day) read from DailyRollups (None
+    at either end: unbounded; `whole_days` False: none) and the partial days at its edges,
+    read from CaseFacts (`edges`: [start, end) ranges of triggered_at)."""
+
+    whole_days: bool
+    first_day: dt.date | None
+    last_day: dt.date | None
+    edges: tuple[tuple[dt.datetime, dt.datetime], ...]
+
+    def edges_q(self, prefix: str = "") -> Q:
+        return reduce(
+            or_,
+            (
+                Q(**{f"{prefix}triggered_at__gte": start, f"{prefix}triggered_at__lt": end})
+                for start, end in self.edges
+            ),
+        )
+
+
+def _split(scope: Scope) -> _Split:
+    since, until = scope.since, scope.until
+    first = last = None
+    if since is not None:
+        first = since.astimezone(dt.UTC).date()
+        if utc_midnight(first) < since:
+            first += dt.timedelta(days=1)
+    if until is not None:
+        last = until.astimezone(dt.UTC).date()
+    if first is not None and last is not None and first >= last:
+        # Within a day or across one midnight: few facts, read them all.
+        return _Split(False, None, None, ((since, until),))
+    edges = []
+    if since is not None and since < utc_midnight(first):
+        edges.append((since, utc_midnight(first)))
+    if until is not None and utc_midnight(last) < until:
+        edges.append((utc_midnight(last), until))
+    return _Split(True, first, last, tuple(edges))
+
+
+def _source_q(scope: Scope, prefix: str = "") -> Q:
+    """The scope's workflow and client, without its period."""
+    return replace(scope, since=None, until=None).q(prefix)
+
+
+def _day_rows(model: type, scope: Scope, split: _Split) -> QuerySet:
+    rows = model.objects.filter(_source_q(scope)).order_by()
+    if split.first_day is not None:
+        rows = rows.filter(day__gte=split.first_day)
+    if split.last_day is not None:
+        rows = rows.filter(day__lt=split.last_day)
+    return rows
+
+
+def _keyed(row: dict[str, Any], names: list[str], dimension: str, keys: tuple[str, ...]) -> tuple:
+    return tuple(
+        dimension_value(dimension, dimension_text(row[name])) if key == "group" else row[name]
+        for key, name in zip(keys, names, strict=True)
+    )
+
+
+def _add(out: dict[tuple, dict], key: tuple, row: dict[str, Any], names: Iterable[str]) -> None:
+    sums = out.setdefault(key, {})
+    for name in names:
+        sums[name] = sums.get(name, 0) + (row[name] or 0)
+
+
+def _grouped_rows(rows: QuerySet, names: list[str], aggregates: dict[str, Any]) -> list[dict]:
+    """One row of aggregates per distinct `names`; without names, one row for all (an
+    empty values() would group by every column instead)."""
+    if not names:
+        return [rows.aggregate(**aggregates)]
+    return list(rows.values(*names).annotate(**aggregates))
+
+
+def _sums(scope: Scope, *, dimension: str = "", keys: tuple[str, ...] = ()) -> dict[tuple, dict]:
+    """Every measure of ROLLUP_MEASURES added up over the scope, per `keys`: a tuple of
+    "group" (the value of `dimension`), "day", "workflow_key", "value_kind" and
+    "value_currency". Whole days come from the rollups, partial days from the facts."""
+    split = _split(scope)
+    out: dict[tuple, dict] = {}
+    if split.whole_days:
+        names = [{"group": "dimension_value"}.get(key, key) for key in keys]
+        rows = _day_rows(DailyRollup, scope, split).filter(dimension=dimension)
+        sums = {name: Sum(name) for name in ROLLUP_MEASURES}
+        for row in _grouped_rows(rows, names, sums):
+            _add(out, _keyed(row, names, dimension, keys), row, ROLLUP_MEASURES)
+    if split.edges:
+        names = [{"group": DIMENSIONS.get(dimension)}.get(key, key) for key in keys]
+        facts = CaseFact.objects.filter(_source_q(scope) & split.edges_q()).order_by()
+        if "day" in keys:
+            facts = facts.annotate(day=TruncDate("triggered_at", tzinfo=dt.UTC))
+        for row in _grouped_rows(facts, names, fact_aggregates()):
+            _add(out, _keyed(row, names, dimension, keys), row, ROLLUP_MEASURES)
+    return out
+
+
+def _exception_sums(scope: Scope, *, dimension: str = "") -> dict[Any, dict[str, int]]:
+    """{group (None overall): {exception type: occurrences}} over the scope."""
+    split = _split(scope)
+    out: dict[Any, dict[str, int]] = defaultdict(dict)
+
+    def add(group: Any, exception_type: str, occurrences: int) -> None:
+        out[group][exception_type] = out[group].get(exception_type, 0) + occurrences
+
+    if split.whole_days:
+        rows = _day_rows(ExceptionRollup, scope, split).filter(dimension=dimension)
+        for row in rows.values("dimension_value", "exception_type").annotate(n=Sum("occurrences")):
+            group = dimension_value(dimension, row["dimension_value"]) if dimension else None
+            add(group, row["exception_type"], row["n"])
+    if split.edges:
+        # The edges hold a day or two of facts: fetching their ids first lets the exception
+        # rows be found by index, where a join would read every exception row there is.
+        column = DIMENSIONS[dimension] if dimension else None
+        facts = CaseFact.objects.filter(_source_q(scope) & split.edges_q()).order_by()
+        groups = dict(facts.values_list("pk", column)) if column else None
+        ids = list(groups) if column else list(facts.values_list("pk", flat=True))
+        for start in range(0, len(ids), EDGE_CHUNK):
+            rows = ExceptionFact.objects.filter(fact_id__in=ids[start : start + EDGE_CHUNK])
+            for fact_id, exception_type, occurrences in rows.values_list(
+                "fact_id", "exception_type", "occurrences"
+            ):
+                add(groups[fact_id] if column else None, exception_type, occurrences)
+    return out
+
+
+def _grouped(sums: dict[tuple, dict], position: int | None) -> dict[Any, dict[str, Any]]:
+    """Sums collapsed onto one key position (None: everything into one total)."""
+    out: dict[Any, dict[str, Any]] = {}
+    for key, row in sums.items():
+        _add(out, key[position] if position is not None else None, row, ROLLUP_MEASURES)
+    return out
+
+
+def _values(sums: dict[tuple, dict], position: int | None) -> dict[Any, dict]:
+    """{group: {currency: {promised, paid, arranged}}} from sums keyed (…, value_kind,
+    value_currency), amounts as decimal strings."""
+    out: dict[Any, dict] = defaultdict(lambda: defaultdict(dict))
+    for key, row in sums.items():
+        kind, currency = key[-2], key[-1]
+        if kind:
+            amount = Decimal(row["value_amount"]).quantize(Decimal("0.01"))
+            out[key[position] if position is not None else None][currency][kind] = str(amount)
+    return {key: {cur: dict(kinds) for cur, kinds in value.items()} for key, value in out.items()}
+
+
+def _percentiles(scope: Scope, column: str | None) -> dict[Any, dict]:
+    """{group value: {name_p50, name_p90}}: exact, so read from the facts, never rolled up."""
+    queryset = facts_in(scope)
     out: dict[Any, dict] = defaultdict(dict)
-    for name, column in DURATIONS.items():
+    if _on_postgres():
+        aggregates = {}
+        for name, field in DURATIONS.items():
+            aggregates[f"{name}_p50"] = PercentileCont(field, 0.5)
+            aggregates[f"{name}_p90"] = PercentileCont(field, 0.9)
+        if column is None:
+            out[None] = queryset.aggregate(**aggregates)
+        else:
+            for row in queryset.values(column).annotate(**aggregates):
+                out[row.pop(column)] = row
+        return out
+    for name, field in DURATIONS.items():
         values: dict[Any, list[float]] = defaultdict(list)
-        fields = (group, column) if group else (column,)
-        rows = queryset.filter(**{f"{column}__isnull": False}).values_list(*fields)
+        fields = (column, field) if column else (field,)
+        rows = queryset.filter(**{f"{field}__isnull": False}).values_list(*fields)
         for row in rows:
-            values[row[0] if group else None].append(row[-1])
+            values[row[0] if column else None].append(row[-1])
         for key, numbers in values.items():
             out[key][f"{name}_p50"] = percentile(numbers, 0.5)
             out[key][f"{name}_p90"] = percentile(numbers, 0.9)
@@ -200,31 +347,8 @@ def _shape(row: dict[str, Any], costs: UnitCost, values: dict, exceptions: dict)
     }
 
 
-def _values(queryset: QuerySet[CaseFact], group: str | None) -> dict[Any, dict]:
-    """{group: {currency: {promised, paid, arranged}}}, amounts as decimal strings."""
-    fields = ([group] if group else []) + ["value_currency", "value_kind"]
-    out: dict[Any, dict] = defaultdict(lambda: defaultdict(dict))
-    rows = queryset.exclude(value_kind="").values(*fields).annotate(amount=Sum("value_amount"))
-    for row in rows:
-        key = row[group] if group else None
-        amount = Decimal(row["amount"]).quantize(Decimal("0.01"))
-        out[key][row["value_currency"]][row["value_kind"]] = str(amount)
-    return {key: {cur: dict(kinds) for cur, kinds in value.items()} for key, value in out.items()}
-
-
-def _exceptions(scope: Scope, group: str | None) -> dict[Any, dict[str, int]]:
-    prefix_group = f"fact__{group}" if group else None
-    fields = ([prefix_group] if group else []) + ["exception_type"]
-    out: dict[Any, dict[str, int]] = defaultdict(dict)
-    rows = (
-        ExceptionFact.objects.filter(scope.q("fact__"))
-        .order_by()
-        .values(*fields)
-        .annotate(n=Sum("occurrences"))
-    )
-    for row in rows:
-        out[row[prefix_group] if group else None][row["exception_type"]] = row["n"]
-    return out
+def _order(group: Any) -> tuple:
+    return (group is None, group)
 
 
 def metrics_summary(*, scope: Scope, by: str | None = None, costs: UnitCost | None = None) -> dict:
@@ -233,35 +357,35 @@ def metrics_summary(*, scope: Scope, by: str | None = None, costs: UnitCost | No
     from metrics.services import unit_cost_get
 
     costs = costs or unit_cost_get()
-    queryset = facts_in(scope)
-    overall = queryset.aggregate(**_aggregates())
-    if not _on_postgres():
-        overall.update(_python_percentiles(queryset, None).get(None, {}))
+    value_keys = ("value_kind", "value_currency")
+    sums = _sums(scope, keys=value_keys)
+    overall = _grouped(sums, None).get(None) or {name: 0 for name in ROLLUP_MEASURES}
     summary = _shape(
-        overall,
+        {**overall, **_percentiles(scope, None).get(None, {})},
         costs,
-        _values(queryset, None).get(None, {}),
-        _exceptions(scope, None).get(None, {}),
+        _values(sums, None).get(None, {}),
+        _exception_sums(scope).get(None, {}),
     )
     result: dict[str, Any] = {"overall": summary}
     if by:
-        column = BREAKDOWNS[by]
-        rows = list(queryset.values(column).annotate(**_aggregates()).order_by(column))
-        extra = {} if _on_postgres() else _python_percentiles(queryset, column)
-        values, exceptions = _values(queryset, column), _exceptions(scope, column)
+        sums = _sums(scope, dimension=by, keys=("group", *value_keys))
+        groups = _grouped(sums, 0)
+        percentiles = _percentiles(scope, BREAKDOWNS[by])
+        values, exceptions = _values(sums, 0), _exception_sums(scope, dimension=by)
         result["breakdown"] = {
             "by": by,
             "rows": [
                 {
-                    "group": row[column],
+                    "group": group,
                     **_shape(
-                        {**row, **extra.get(row[column], {})},
+                        {**groups[group], **percentiles.get(group, {})},
                         costs,
-                        values.get(row[column], {}),
-                        exceptions.get(row[column], {}),
+                        values.get(group, {}),
+                        exceptions.get(group, {}),
                     ),
                 }
-                for row in rows
+                for group in sorted(groups, key=_order)
+                if groups[group]["cases"]
             ],
         }
     return result
@@ -270,64 +394,60 @@ def metrics_summary(*, scope: Scope, by: str | None = None, costs: UnitCost | No
 def metrics_funnel(*, scope: Scope, by: str | None = None) -> dict:
     """Cases reaching each funnel stage (or a later one), and each step's conversion from
     the stage before."""
-    counts = {
-        f"stage_{stage.value}": Count("pk", filter=Q(stage__gte=stage.value)) for stage in Stage
-    }
 
     def steps(row: dict[str, Any]) -> list[dict]:
         out, previous = [], None
         for stage in Stage:
-            cases = row[f"stage_{stage.value}"]
+            cases = row.get(f"reached_{stage.value}", 0)
             out.append(
                 {
                     "stage": stage.name.lower(),
                     "label": stage.label,
                     "cases": cases,
                     "conversion": _rate(cases, previous) if previous is not None else None,
-                    "of_triggered": _rate(cases, row["stage_0"]),
+                    "of_triggered": _rate(cases, row.get("reached_0", 0)),
                 }
             )
             previous = cases
         return out
 
-    queryset = facts_in(scope)
-    result: dict[str, Any] = {"overall": steps(queryset.aggregate(**counts))}
+    overall = _grouped(_sums(scope), None).get(None, {})
+    result: dict[str, Any] = {"overall": steps(overall)}
     if by:
-        column = BREAKDOWNS[by]
-        rows = queryset.values(column).annotate(**counts).order_by(column)
+        groups = _grouped(_sums(scope, dimension=by, keys=("group",)), 0)
         result["breakdown"] = {
             "by": by,
-            "rows": [{"group": row[column], "steps": steps(row)} for row in rows],
+            "rows": [
+                {"group": group, "steps": steps(groups[group])}
+                for group in sorted(groups, key=_order)
+                if groups[group]["cases"]
+            ],
         }
     return result
+
+
+OUTCOME_MEASURES = [name for name in ROLLUP_MEASURES if name.startswith("outcome_")]
 
 
 def metrics_cohorts(*, scope: Scope) -> list[dict]:
     """Cases triggered each week (Monday to Sunday, UTC) and where they ended; a case still
     under way counts as "open"."""
-    rows = (
-        facts_in(scope)
-        .annotate(week=TruncWeek("triggered_at", tzinfo=dt.UTC))
-        .values("week", "outcome")
-        .annotate(cases=Count("pk"))
-        .order_by("week")
-    )
     weeks: dict[dt.date, dict[str, int]] = {}
-    for row in rows:
-        buckets = weeks.setdefault(row["week"].date(), {})
-        bucket = row["outcome"] or "open"
-        buckets[bucket] = buckets.get(bucket, 0) + row["cases"]
+    for (day,), row in _sums(scope, keys=("day",)).items():
+        day = day.date() if isinstance(day, dt.datetime) else day
+        buckets = weeks.setdefault(day - dt.timedelta(days=day.weekday()), {})
+        for name in OUTCOME_MEASURES:
+            if row[name]:
+                bucket = name.removeprefix("outcome_")
+                buckets[bucket] = buckets.get(bucket, 0) + row[name]
     return [
         {"week_start": week.isoformat(), "cases": sum(buckets.values()), "outcomes": buckets}
         for week, buckets in sorted(weeks.items())
+        if buckets
     ]
 
 
 # --- readiness ---------------------------------------------------------------------------------
-
-
-def _routine() -> Q:
-    return Q(resolved=True, agent_touched=False, exceptions=0)
 
 
 def metrics_readiness(
@@ -340,46 +460,33 @@ def metrics_readiness(
     """Per workflow, the last `days` days' shares, flags and the split against the 80/15/5
     target; manual touch is compared with the two cycles (of `days` days) before."""
     window = dt.timedelta(days=days)
-    cycles = [now - window * n for n in (1, 2, 3)]  # starts of the current and two before
-    scope = Scope(
-        workflow_key=workflow_key, since=cycles[2], until=now, api_client_id=api_client_id
-    )
-    current = Q(triggered_at__gte=cycles[0])
-    previous = Q(triggered_at__gte=cycles[1], triggered_at__lt=cycles[0])
-    before = Q(triggered_at__lt=cycles[1])
-    counts = {
-        "cases": Count("pk", filter=current),
-        "completed_by_rule": Count("pk", filter=current & _routine()),
-        "routed_as_exception": Count(
-            "pk", filter=current & Q(exceptions__gt=0, agent_touched=False)
-        ),
-        "handled_by_agent": Count("pk", filter=current & Q(agent_touched=True)),
-        "completed_with_agent": Count(
-            "pk", filter=current & Q(agent_touched=True, closed_at__isnull=False)
-        ),
-        "abandoned": Count("pk", filter=current & Q(outcome=CaseOutcome.ABANDONED)),
-        "messaged": Count("pk", filter=current & Q(stage__gte=Stage.SENT)),
-        "abandoned_after_message": Count(
-            "pk", filter=current & Q(stage__gte=Stage.SENT, outcome=CaseOutcome.ABANDONED)
-        ),
-        "submitted_cases": Count("pk", filter=current & Q(submitted=True)),
-        "corrected": Count("pk", filter=current & Q(agent_corrected=True)),
-        "wb_finished": Count("pk", filter=current & Q(writeback_finished=True)),
-        "writeback_succeeded": Count(
-            "pk", filter=current & Q(writeback_finished=True, resolved=True)
-        ),
-        "engaged": Count("pk", filter=current & Q(opened=True)),
-        "engaged_needing_agent": Count(
-            "pk", filter=current & Q(opened=True) & (Q(escalated=True) | Q(agent_touched=True))
-        ),
-        "exception_cases": Count("pk", filter=current & Q(exceptions__gt=0)),
-        "previous_cases": Count("pk", filter=previous),
-        "previous_manual": Count("pk", filter=previous & Q(agent_touched=True)),
-        "before_cases": Count("pk", filter=before),
-        "before_manual": Count("pk", filter=before & Q(agent_touched=True)),
-    }
-    rows = facts_in(scope).values("workflow_key").annotate(**counts).order_by("workflow_key")
-    return [_readiness_shape(row) for row in rows if row["cases"]]
+    cycles = {}
+    for name, number in (("current", 1), ("previous", 2), ("before", 3)):
+        scope = Scope(
+            workflow_key=workflow_key,
+            since=now - window * number,
+            until=now - window * (number - 1),
+            api_client_id=api_client_id,
+        )
+        cycles[name] = _grouped(_sums(scope, keys=("workflow_key",)), 0)
+    rows = []
+    for key in sorted(cycles["current"]):
+        current = cycles["current"][key]
+        row = {
+            "workflow_key": key,
+            **current,
+            "abandoned": current["outcome_abandoned"],
+            "handled_by_agent": current["manual_touch"],
+            "messaged": current[f"reached_{Stage.SENT.value}"],
+            "writeback_succeeded": current["wb_eventual"],
+        }
+        for name in ("previous", "before"):
+            earlier = cycles[name].get(key, {})
+            row[f"{name}_cases"] = earlier.get("cases", 0)
+            row[f"{name}_manual"] = earlier.get("manual_touch", 0)
+        if row["cases"]:
+            rows.append(_readiness_shape(row))
+    return rows
 
 
 def _flag(key: str, label: str, value: float | None, raised: bool, verdict: str) -> dict:

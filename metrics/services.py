@@ -18,13 +18,39 @@ from django.utils import timezone
 
 from cases.bulk import bulk_copy, copy_available
 from cases.models import Actor, Case, CaseEvent
-from metrics.models import CaseFact, ExceptionFact, RefreshMark, Stage, UnitCost
+from metrics.models import (
+    CaseFact,
+    DailyRollup,
+    ExceptionFact,
+    ExceptionRollup,
+    RefreshMark,
+    Stage,
+    UnitCost,
+)
+from metrics.rollups import rollups_rebuild, rollups_refresh
 
 # Issue 8's agent desk emits these; any event by an agent also counts as a manual touch.
 AGENT_KINDS = frozenset(
-    {"agent_claimed", "agent_note", "agent_correction", "completed_by_agent", "closed_by_agent"}
+    {
+        "agent_claimed",
+        "agent_assigned",
+        "agent_note",
+        "agent_correction",
+        "completed_by_agent",
+        "closed_by_agent",
+    }
 )
-AGENT_CLOSING_KINDS = frozenset({"completed_by_agent", "closed_by_agent"})
+# The agent's part ends with an outcome recorded, the case closed, a new offer sent to the
+# customer (agents: offered_again), a failed writeback re-driven, or a callback made.
+AGENT_CLOSING_KINDS = frozenset(
+    {
+        "completed_by_agent",
+        "closed_by_agent",
+        "offered_again",
+        "writeback_retried",
+        "callback_completed",
+    }
+)
 # policies.services.case_route_exception records the exception type as data["exception"]
 # on whichever of these its route produced.
 EXCEPTION_KINDS = frozenset(
@@ -130,7 +156,8 @@ class _Timeline:
             self.escalated = True
         elif kind == "agent_correction":
             self.agent_corrected = True
-        elif kind == "agent_claimed":
+        elif kind in ("agent_claimed", "agent_assigned"):
+            # A task handed to someone counts from the hand-over, as a claimed one does.
             self.claimed = self.claimed or at
         if kind in AGENT_CLOSING_KINDS and self.claimed and self.agent_closed is None:
             self.agent_closed = at
@@ -287,6 +314,7 @@ def case_facts_refresh(*, case_ids: Iterable[Any]) -> int:
             CaseFact.objects.filter(case_id__in=ids).delete()
             _insert(facts)
             _insert(exception_rows)
+            rollups_refresh(case_ids=ids)
         written += len(facts)
     return written
 
@@ -298,6 +326,8 @@ def case_facts_rebuild(*, progress=None) -> int:
     with transaction.atomic():
         ExceptionFact.objects.all().delete()
         CaseFact.objects.all().delete()
+        DailyRollup.objects.all().delete()
+        ExceptionRollup.objects.all().delete()
     written, after = 0, None
     while True:
         page = Case.objects.order_by("id")
@@ -314,6 +344,7 @@ def case_facts_rebuild(*, progress=None) -> int:
         after = case_rows[-1]["id"]
         if progress:
             progress(written)
+    rollups_rebuild()
     _mark_set(last_event)
     return written
 
