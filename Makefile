@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint format bench-ingest bench-writeback bench-dispatch bench-metrics clean
+.PHONY: install demo test lint format bench-ingest bench-writeback bench-dispatch bench-metrics bench-scaleout clean
 
 install: $(STAMP)
 
@@ -44,6 +44,10 @@ bench-miniapp: install
 
 bench-metrics: install
 	$(PY) bench/metrics.py
+
+# Needs PostgreSQL (DATABASE_URL names the server) and Redis (BENCH_REDIS_URL, default db 14).
+bench-scaleout: install
+	$(PY) bench/scaleout.py
 
 clean:
 	rm -rf $(VENV) var staticfiles .pytest_cache .ruff_cache *.egg-info

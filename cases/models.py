@@ -9,6 +9,8 @@ from django.db import models, transaction
 from django.utils.timezone import now
 from django_fsm import ConcurrentTransitionMixin, FSMField, transition
 
+from privacy.fields import EncryptedJSONField
+
 
 def uuid7() -> uuid.UUID:
     """A time-ordered UUID (RFC 9562 version 7). Case ids are public, so they must not be
@@ -34,6 +36,11 @@ class ApiClient(models.Model):
     created_at = models.DateTimeField(default=now)
     revoked_at = models.DateTimeField(null=True, blank=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
+    rate_limit = models.CharField(
+        max_length=20,
+        blank=True,
+        help_text="Requests allowed, e.g. 1200/minute, or off; blank: the API_RATE_LIMIT setting.",
+    )
 
     class Meta:
         verbose_name = "API key"
@@ -64,7 +71,8 @@ class Customer(models.Model):
     phone = models.CharField(max_length=20, blank=True, help_text="E.164, e.g. +447700900123")
     email = models.EmailField(blank=True)
     whatsapp = models.CharField(max_length=20, blank=True, help_text="E.164")
-    address = models.JSONField(
+    # Encrypted at rest (privacy/fields.py): read on screens and in writebacks, never searched.
+    address = EncryptedJSONField(
         default=dict, blank=True, help_text="lines, city, region, postcode, country"
     )
     locale = models.CharField(max_length=16, default="en")
@@ -153,7 +161,9 @@ class Case(ConcurrentTransitionMixin, models.Model):
     event_id = models.CharField(max_length=200, help_text="The source system's id for the event")
     # Hash of the canonical trigger body: a replay with the same event_id must match it.
     body_fingerprint = models.CharField(max_length=64, editable=False)
-    payload = models.JSONField(help_text="The trigger as received, normalised")
+    # Encrypted at rest: it repeats the customer's contact details and address, and is read
+    # only to explain a replay's conflict.
+    payload = EncryptedJSONField(help_text="The trigger as received, normalised")
     data = models.JSONField(help_text="The trigger's data, validated against the contract")
     segment = models.CharField(max_length=64, blank=True)
     state = FSMField(default=S.RECEIVED, choices=S.choices, protected=True, db_index=True)
@@ -184,6 +194,11 @@ class Case(ConcurrentTransitionMixin, models.Model):
         indexes = [
             models.Index(fields=["workflow", "triggered_at"], name="case_workflow_triggered"),
             models.Index(fields=["customer", "triggered_at"], name="case_customer_triggered"),
+        ]
+        permissions = [
+            # Auditors download a case's evidence bundle (cases/evidence.py): everything the
+            # customer saw and agreed to, in one file, so it is a permission of its own.
+            ("view_evidence", "Can download a case's evidence bundle"),
         ]
 
     def __str__(self) -> str:
@@ -269,6 +284,14 @@ class Case(ConcurrentTransitionMixin, models.Model):
         self.escalation_reason = str(data.get("reason", ""))[:200]
         self._record("escalated", actor, data)
 
+    @transition(field=state, source=S.ESCALATED, target=S.OUTREACH)
+    def offer_again(self, *, actor: str = Actor.AGENT, data: dict | None = None) -> None:
+        """An agent sends the customer a new link with another offer (agents/services.py);
+        `data` carries the offer before and after, who and why."""
+        self.outcome = ""
+        self.escalation_reason = ""
+        self._record("offered_again", actor, data)
+
     @transition(field=state, source=list(OPEN_STATES), target=S.CLOSED_BY_RULE)
     def close_by_rule(self, *, actor: str = Actor.SYSTEM, data: dict | None = None) -> None:
         """A rule closed the case without outreach (a fork rule, a pilot's fallback, an
@@ -309,13 +332,26 @@ class CaseEventQuerySet(models.QuerySet):
 
 class CaseEvent(models.Model):
     """The append-only timeline of a case. Metrics, the agents' case page and exports read
-    these rows; the application never updates or deletes one."""
+    these rows; the application never updates or deletes one.
+
+    Each case's events form a hash chain (cases/evidence.py): the sealer job fills
+    `chain_position`, `prev_hash` and `hash` once, shortly after the event is written, so an
+    event edited or deleted later no longer matches the chain. Until then they are empty."""
 
     case = models.ForeignKey(Case, on_delete=models.PROTECT, related_name="events")
     kind = models.CharField(max_length=64)
     actor = models.CharField(max_length=16, choices=Actor.choices)
     data = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(default=now)
+    chain_position = models.PositiveIntegerField(
+        null=True, blank=True, editable=False, help_text="1 for the case's first sealed event."
+    )
+    prev_hash = models.CharField(
+        max_length=64, blank=True, editable=False, help_text="The previous event's hash."
+    )
+    hash = models.CharField(
+        max_length=64, blank=True, editable=False, help_text="SHA-256; empty until sealed."
+    )
 
     objects = CaseEventQuerySet.as_manager()
 
@@ -324,6 +360,20 @@ class CaseEvent(models.Model):
         indexes = [
             models.Index(fields=["case", "created_at"], name="caseevent_case_created"),
             models.Index(fields=["kind", "created_at"], name="caseevent_kind_created"),
+            # The sealer's queue: as small as the events of the last minute, however long
+            # the timeline grows.
+            models.Index(
+                fields=["case", "id"], condition=models.Q(hash=""), name="caseevent_unsealed"
+            ),
+        ]
+        constraints = [
+            # One event per place in a chain, so two sealers can never fork it. Partial: an
+            # insert (position still NULL) does not touch this index.
+            models.UniqueConstraint(
+                fields=["case", "chain_position"],
+                condition=models.Q(chain_position__isnull=False),
+                name="caseevent_chain_position",
+            )
         ]
 
     def __str__(self) -> str:

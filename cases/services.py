@@ -18,6 +18,7 @@ from cases.bulk import bulk_copy, copy_available
 from cases.known_facts import known_fact_hash, known_fact_new_salt
 from cases.models import Actor, ApiClient, Case, CaseEvent, Customer
 from cases.triggers import TriggerInput, payload_differences, trigger_parse, trigger_seal
+from miniapp.ratelimit import rate_parse
 from policies.models import Workflow
 
 
@@ -57,6 +58,14 @@ def api_client_authenticate(raw_key: str) -> ApiClient | None:
     if not raw_key.startswith(API_KEY_PREFIX):
         return None
     return ApiClient.objects.filter(key_hash=_key_hash(raw_key), revoked_at=None).first()
+
+
+def api_client_set_rate_limit(*, client: ApiClient, rate_limit: str) -> None:
+    """The client's own request budget ("1200/minute", "off"); blank: API_RATE_LIMIT.
+    Raises ValueError naming the format for anything else."""
+    rate_parse(rate_limit)
+    client.rate_limit = rate_limit.strip()
+    client.save(update_fields=["rate_limit"])
 
 
 def api_client_revoke(*, client: ApiClient) -> None:
@@ -104,10 +113,13 @@ def case_transition(
             raise ValueError(f"{transition!r} is not a case transition.")
         if not can_proceed(method):
             raise IllegalTransition(locked, transition)
+        previous_state = locked.state
         if actor is None:
             method(data=data)
         else:
             method(actor=actor, data=data)
+        # The transition's own timeline entry, which save() writes: its webhooks cite it.
+        [recorded] = locked._pending_events[-1:]
         try:
             # Only what a transition may change: rewriting the trigger's JSON on every step
             # would make each state change cost as much as the case is large.
@@ -116,6 +128,18 @@ def case_transition(
             raise IllegalTransition(
                 locked, transition, "Another process changed this case first."
             ) from exc
+        # The agents' queue follows the state in the same commit: a task opens when a case
+        # needs a person and is done when it no longer does. Imported here because agents
+        # builds on cases, not the other way round.
+        from agents.services import tasks_follow_case
+
+        tasks_follow_case(case=locked, previous_state=previous_state, transition=transition)
+        # The client's webhooks are owed in the same commit and sent after it (hooks/).
+        from hooks.services import webhooks_for_transition
+
+        webhooks_for_transition(
+            case=locked, event=recorded, previous_state=previous_state, transition=transition
+        )
     return locked
 
 

@@ -64,6 +64,7 @@ from channels.services import outreach_ledger
 from channels.sms import GSM_BASIC, GSM_EXTENSION, sms_size
 from policies.admin import sample_trigger
 from policies.models import Workflow
+from staff.services import audit_record
 
 UTC = dt.UTC
 MAX_STEP_POSITION = 100
@@ -821,6 +822,21 @@ class SequenceAdmin(admin.ModelAdmin):
             if imported:
                 for sequence in imported:
                     self.log_change(request, sequence, "Imported from a sequence file.")
+                    # Templates are replaced in bulk, which the audit trail's per-row
+                    # tracking does not see: one entry names what the file brought.
+                    audit_record(
+                        user=request.user,
+                        action="import",
+                        target=sequence,
+                        detail={
+                            "templates": sorted(
+                                MessageTemplate.objects.filter(
+                                    workflow_key=sequence.workflow_key
+                                ).values_list("name", "channel", "locale")
+                            )
+                        },
+                        request=request,
+                    )
                 self.message_user(
                     request,
                     "Imported: " + ", ".join(str(s) for s in imported) + ".",
@@ -1211,8 +1227,18 @@ def _phone_page(request: HttpRequest, template: str, **context: Any) -> HttpResp
     )
 
 
+def _phone_allowed(request: HttpRequest, *, reply: bool = False) -> None:
+    """Reading the phone is reading messages; answering as a customer changes their consent,
+    which no staff role does to a real customer (staff/roles.py): Administrators only."""
+    if not request.user.has_perm("channels.view_message"):
+        raise PermissionDenied
+    if reply and not request.user.has_perm("channels.add_inboundmessage"):
+        raise PermissionDenied
+
+
 def phone_index(request: HttpRequest) -> HttpResponse:
     """Customers who have messages in the outbox, most recent first."""
+    _phone_allowed(request)
     by_address = {
         row["to"]: row
         for row in OutboxEntry.objects.values("to")
@@ -1253,6 +1279,7 @@ def _consent_line(customer: Customer) -> list[tuple[str, str]]:
 def phone_customer(request: HttpRequest, customer_id: int) -> HttpResponse:
     """One customer's messages as their phone shows them, newest at the bottom, and a box
     to answer as the customer (STOP, START, HELP or anything else)."""
+    _phone_allowed(request, reply=request.method == "POST")
     customer = get_object_or_404(Customer, pk=customer_id)
     form = PhoneReplyForm(request.POST or None)
     if request.method == "POST" and customer.phone and form.is_valid():
@@ -1299,7 +1326,7 @@ def phone_customer(request: HttpRequest, customer_id: int) -> HttpResponse:
         items=items,
         form=form,
         consent=_consent_line(customer),
-        can_reply=bool(customer.phone),
+        can_reply=bool(customer.phone) and request.user.has_perm("channels.add_inboundmessage"),
     )
 
 

@@ -26,7 +26,7 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from cases.bulk import bulk_copy, copy_available
+from cases.bulk import bulk_copy, bulk_update_arrays, copy_available
 from cases.models import Actor, Case, CaseEvent
 from channels.contact_rules import channel_refusal, channels_in_order
 from channels.models import Message, MessageStatus, MessageTemplate, SequenceStep, StepVariant
@@ -504,34 +504,9 @@ def _save(messages: list[Message], fields: tuple[str, ...] = _PREPARED_FIELDS) -
         message.updated_at = now
     if connection.vendor == "postgresql":
         for start in range(0, len(messages), 500):
-            _update_from_arrays(messages[start : start + 500], fields)
+            bulk_update_arrays(messages[start : start + 500], fields)
     else:
         Message.objects.bulk_update(messages, fields, batch_size=500)
-
-
-def _update_from_arrays(messages: list[Message], fields: tuple[str, ...]) -> None:
-    """One UPDATE for a batch of messages, each row its own values, sent as one array per
-    column. Django's bulk_update writes a CASE WHEN per row for every field, and building
-    that expression tree took several milliseconds a message, the dispatcher's largest
-    cost; a placeholder per value instead made psycopg's query parsing the next one."""
-    meta = Message._meta
-    quote = connection.ops.quote_name
-    columns = [meta.get_field(name) for name in fields]
-    arrays = [[message.pk for message in messages]]
-    for column in columns:
-        arrays.append(
-            [column.get_db_prep_save(getattr(m, column.attname), connection) for m in messages]
-        )
-    unnest = ", ".join(f"%s::{field.db_type(connection)}[]" for field in [meta.pk, *columns])
-    names = ", ".join(quote(field.column) for field in [meta.pk, *columns])
-    assignments = ", ".join(f"{quote(f.column)} = v.{quote(f.column)}" for f in columns)
-    pk = quote(meta.pk.column)
-    sql = (
-        f"UPDATE {quote(meta.db_table)} AS m SET {assignments} "  # noqa: S608 (names, not values)
-        f"FROM unnest({unnest}) AS v({names}) WHERE m.{pk} = v.{pk}"
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, arrays)
 
 
 def _messages_load(ids: list[int]) -> list[Message]:

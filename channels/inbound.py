@@ -23,6 +23,7 @@ from cases.services import IllegalTransition, case_record_event, case_transition
 from channels.consent import OPEN_CASE_STATES, consent_restore, consent_revoke
 from channels.contact_rules import channel_address
 from channels.models import InboundMessage, Message, MessageStatus
+from privacy.crypto import text_seal
 
 logger = logging.getLogger(__name__)
 
@@ -187,7 +188,9 @@ class InboundResult:
 def _escalate_or_note(case: Case, *, reason: str, priority: int, text: str) -> bool:
     """Put the case in the agents' queue; a case already with an agent (or past the point
     of escalation) gets a timeline note instead, so nothing is lost."""
-    data = {"reason": reason, "priority": priority, "text": text}
+    # The customer's own words: sealed (encrypted) in the timeline, which keeps them as
+    # written (privacy/crypto.py).
+    data = {"reason": reason, "priority": priority, "text": text_seal(text)}
     if case.state in OPEN_STATES:
         try:
             case_transition(case=case, transition="escalate", actor=Actor.CUSTOMER, data=data)
@@ -249,7 +252,7 @@ def inbound_receive(
                     case=case,
                     kind="inbound_message",
                     actor=Actor.CUSTOMER,
-                    data={"channel": channel, "kind": kind, "text": body},
+                    data={"channel": channel, "kind": kind, "text": text_seal(body)},
                 )
             if kind in (Kind.OPT_OUT, Kind.OPT_OUT_FREE_TEXT):
                 source = (

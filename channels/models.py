@@ -15,6 +15,7 @@ from django.db import models
 from django.utils import timezone
 
 from cases.models import Channel
+from privacy.fields import EncryptedTextField
 
 
 class SequenceChannel(models.TextChoices):
@@ -300,7 +301,8 @@ class InboundMessage(models.Model):
         on_delete=models.PROTECT,
         related_name="inbound_messages",
     )
-    body = models.TextField(blank=True)
+    # The customer's own words: encrypted at rest (privacy/fields.py), read, never searched.
+    body = EncryptedTextField(blank=True)
     kind = models.CharField(max_length=20, choices=Kind.choices)
     received_at = models.DateTimeField(default=timezone.now)
 

@@ -5,6 +5,8 @@ import tempfile
 
 os.environ.setdefault("SECRET_KEY", "tests-only-not-a-secret")
 os.environ.setdefault("DATA_DIR", tempfile.mkdtemp(prefix="closeloop-test-"))
+# A fixed key for the tests only (tests run with DEBUG off, as production does).
+os.environ.setdefault("FIELD_ENCRYPTION_KEYS", "dGVzdHMtb25seS1maWVsZC1lbmNyeXB0aW9uLWtleSE=")
 
 from config.settings import *  # noqa: F403
 
@@ -31,3 +33,6 @@ WHITENOISE_AUTOREFRESH = True
 # Rate-limit counters outlive a test in the cache table; tests that exercise the limits turn
 # them on and clear the cache (tests/miniapp/test_security.py).
 MINIAPP_RATE_LIMITS = False
+API_RATE_LIMIT = "off"
+# Existing admin tests sign in with force_login; tests/staff turn two-factor on themselves.
+STAFF_2FA_REQUIRED = False

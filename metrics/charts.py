@@ -4,7 +4,7 @@ Every label goes through format_html, so text from the data is escaped."""
 from __future__ import annotations
 
 from django.utils.html import format_html, format_html_join
-from django.utils.safestring import SafeString
+from django.utils.safestring import SafeString, mark_safe
 
 # Okabe–Ito colours: distinguishable with the common colour-vision deficiencies.
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#999")
@@ -76,7 +76,7 @@ def cohort_chart(cohorts: list[dict]) -> SafeString:
     """One stacked bar per week, split by where its cases ended, with a legend."""
     width, height, left, bottom, legend_h = 720, 240, 40, 40, 22
     if not cohorts:
-        return _svg(width, 40, "Weekly cohorts", format_html('<text x="0" y="24">No cases.</text>'))
+        return _svg(width, 40, "Weekly cohorts", mark_safe('<text x="0" y="24">No cases.</text>'))
     tallest = max(cohort["cases"] for cohort in cohorts) or 1
     plot_h = height - bottom - legend_h
     slot = (width - left) / len(cohorts)

@@ -3,6 +3,7 @@ charts rendered as SVG on the server."""
 
 from __future__ import annotations
 
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import path
@@ -24,6 +25,10 @@ from metrics.services import unit_cost_get
 def dashboard(request: HttpRequest) -> HttpResponse:
     from django.contrib import admin
 
+    # Staff roles (staff/roles.py): Operations, Risk, Auditor and Administrator read the
+    # figures; an Agent's work is the queue.
+    if not request.user.has_perm("metrics.view_casefact"):
+        raise PermissionDenied
     form = PeriodForm(request.GET)
     context = {
         **admin.site.each_context(request),

@@ -155,7 +155,14 @@ def _failure(case: Case, device: CaseCodeDevice, factor: str) -> IdentityResult:
     )
     if locked:
         from policies.services import case_route_exception
+        from staff.services import audit_record
 
+        audit_record(
+            user=None,
+            action="customer_code_lockout",
+            target=case,
+            detail={"factor": factor, "failures": device.failures},
+        )
         case_route_exception(
             case=case, exception_type="identity_failed", detail={"failures": device.failures}
         )

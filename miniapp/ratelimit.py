@@ -39,6 +39,24 @@ def rate_rules() -> dict[str, Rule]:
     }
 
 
+RATE_UNITS = {"second": 1, "minute": 60, "hour": 60 * 60, "day": 24 * 60 * 60}
+
+
+def rate_parse(text: str) -> tuple[int, int] | None:
+    """A budget written as "600/minute" (per second, minute, hour or day) as (limit, window
+    seconds); "off" or empty as None. Raises ValueError with a message fit for a form."""
+    text = text.strip()
+    if text in ("", "off"):
+        return None
+    count, _, unit = text.partition("/")
+    if not count.isdigit() or unit not in RATE_UNITS:
+        raise ValueError(
+            f"Write a rate as a number per second, minute, hour or day (e.g. 600/minute) "
+            f"or off, not {text!r}."
+        )
+    return int(count), RATE_UNITS[unit]
+
+
 def _key(rule: Rule, subject: str, now: float) -> tuple[str, int]:
     digest = hashlib.sha256(subject.encode()).hexdigest()[:32]
     window = int(now // rule.window_seconds)

@@ -130,8 +130,10 @@ def link_record_open(*, link: CaseLink, user_agent: str = "") -> Case:
     return case
 
 
-def link_renew(*, case: Case) -> bool:
-    """Send a fresh link to the first permitted contact on file (SMS, then email)."""
+def link_send(*, case: Case, text: str, key_stem: str):
+    """Issue a fresh link and send it at once to the first permitted contact on file (SMS,
+    then email). `text` holds `{link}`. Returns the Message, or None when no channel may be
+    used (no address, no consent, opted out)."""
     from channels.contact_rules import channel_address, channel_refusal
     from channels.dispatch import message_send_now
     from channels.rendering import MASKED_LINK
@@ -139,25 +141,32 @@ def link_renew(*, case: Case) -> bool:
     customer = case.customer
     channel = next((c for c in ("sms", "email") if not channel_refusal(customer, c)), None)
     if channel is None:
-        return False
+        return None
     issued = link_issue(case=case)
     count = CaseLink.objects.filter(case=case).count()
-    text = f"{settings.BRAND_NAME}: here is your new link for {case.workflow.name}: {{link}}"
     if channel == "sms":
         text += "\nReply STOP to opt out"
-    message = message_send_now(
+    return message_send_now(
         case=case,
         channel=channel,
         to=channel_address(customer, channel),
-        key=f"{case.pk}:renew{count}",
+        key=f"{case.pk}:{key_stem}{count}",
         body=text.replace("{link}", issued.url),
         body_masked=text.replace("{link}", settings.PUBLIC_BASE_URL + MASKED_LINK),
         purpose="link",
     )
+
+
+def link_renew(*, case: Case) -> bool:
+    """Send a fresh link to the first permitted contact on file (SMS, then email)."""
+    text = f"{settings.BRAND_NAME}: here is your new link for {case.workflow.name}: {{link}}"
+    message = link_send(case=case, text=text, key_stem="renew")
+    if message is None:
+        return False
     case_record_event(
         case=case,
         kind="link_renewed",
         actor=Actor.CUSTOMER,
-        data={"channel": channel, "message": message.key, "status": message.status},
+        data={"channel": message.channel, "message": message.key, "status": message.status},
     )
     return message.status not in ("failed", "cancelled")

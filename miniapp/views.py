@@ -38,6 +38,7 @@ from miniapp.sessions import (
     session_touch,
 )
 from policies.offers import offer_action
+from privacy.crypto import text_seal
 
 OPEN_STATES = ("received", "outreach", "engaged", "verified")
 CONSENT_TEXT = (
@@ -515,7 +516,8 @@ def help_request(request: HttpRequest, token: str) -> HttpResponse:
     """ "I need help" is always there: it goes to an agent with the case's context."""
     case = request.case
     if request.method == "POST":
-        note = request.POST.get("note", "").strip()[:1000]
+        # The customer's own words: sealed (encrypted) in the timeline (privacy/crypto.py).
+        note = text_seal(request.POST.get("note", "").strip()[:1000])
         case_record_event(
             case=case,
             kind="help_requested",

@@ -88,6 +88,7 @@ class WorkflowForm(forms.ModelForm):
             "name",
             "completion_definition",
             "writeback_target",
+            "retention_days",
             "contract",
             "pilot_mode",
             "pilot_allow_list",
@@ -310,6 +311,7 @@ SECTION_LABELS = {
     "name": "Name",
     "completion_definition": "Completion definition",
     "writeback_target": "Writeback target",
+    "retention_days": "Retention (days after closing)",
     "contract": "Trigger data contract",
     "actions": "Actions",
     "fork_rules": "Fork rules",
@@ -524,6 +526,7 @@ class WorkflowAdmin(admin.ModelAdmin):
                         "status",
                         "completion_definition",
                         "writeback_target",
+                        "retention_days",
                     ]
                 },
             ),

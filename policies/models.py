@@ -46,6 +46,14 @@ class Workflow(models.Model):
         blank=True,
         help_text="Where outcomes are posted (the writeback target's key).",
     )
+    retention_days = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text=(
+            "Days after a case closes before its customer's personal data is anonymised "
+            "(docs/privacy.md). Empty: the RETENTION_DEFAULT_DAYS setting."
+        ),
+    )
 
     class PilotMode(models.TextChoices):
         OFF = "off", "No pilot: every trigger"

@@ -180,6 +180,40 @@ def offer_compute(*, case: Any, blueprint: Blueprint, today: dt.date | None = No
     }
 
 
+def offer_item_for(
+    *,
+    case: Any,
+    blueprint: Blueprint,
+    action: str,
+    overrides: dict[str, Any] | None = None,
+    today: dt.date | None = None,
+) -> dict[str, Any]:
+    """One action of the workflow's blueprint as an offer item for this case, whether or not
+    its eligibility rule holds, with some params replaced: the alternative an agent offers.
+    Raises Ineligible (with the reason) when the workflow does not define the action or its
+    bounds leave nothing to choose."""
+    compiled = next((item for item in blueprint.actions if item.key == action), None)
+    if compiled is None:
+        raise Ineligible(f"workflow {case.workflow.key} does not define {action}")
+    plain_context = rule_context(case=case, today=today)
+    day = dt.date.fromisoformat(plain_context["today"])
+    context = rule_scope(plain_context)
+    try:
+        params = {name: rule.evaluate(context) for name, rule in compiled.params.items()}
+        params.update(overrides or {})
+        bounds = _bounds(compiled, params, day)
+    except (KeyError, TypeError, ValueError, RuntimeError, ZeroDivisionError) as exc:
+        raise Ineligible(str(exc)) from exc
+    return {
+        "action": compiled.key,
+        "label": compiled.label,
+        "identity_level": compiled.identity_level,
+        "bounds": bounds,
+        "evidence": list(compiled.evidence),
+        "recommended": True,
+    }
+
+
 def offer_action(offer: dict | None, action: str) -> dict | None:
     for item in (offer or {}).get("actions", []):
         if item["action"] == action:

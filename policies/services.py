@@ -35,6 +35,7 @@ SPEC_KEYS = {
     "name",
     "completion_definition",
     "writeback_target",
+    "retention_days",
     "contract",
     "actions",
     "fork_rules",
@@ -75,6 +76,7 @@ def _export(workflow: Workflow, actions, forks, routes) -> dict[str, Any]:
         "name": workflow.name,
         "completion_definition": workflow.completion_definition,
         "writeback_target": workflow.writeback_target,
+        "retention_days": workflow.retention_days,
         "contract": workflow.contract,
         "actions": [
             {
@@ -163,6 +165,7 @@ def _build(spec: dict[str, Any], workflow: Workflow) -> tuple[list, list[str]]:
     workflow.name = spec.get("name") or spec.get("key") or ""
     workflow.completion_definition = spec.get("completion_definition", "") or ""
     workflow.writeback_target = spec.get("writeback_target", "") or ""
+    workflow.retention_days = spec.get("retention_days")
     workflow.contract = spec.get("contract", [])
     pilot = _unknown_keys(spec.get("pilot", {}), PILOT_KEYS, "pilot", problems)
     # Plain strings, not the choices' enum members: an exported spec must dump as YAML.

@@ -3,7 +3,10 @@ files; the database is PostgreSQL in CI (DATABASE_URL) and SQLite otherwise."""
 
 from __future__ import annotations
 
+import os
 import socket
+import uuid
+from types import SimpleNamespace
 
 import pytest
 from django.db import connection
@@ -59,6 +62,43 @@ def queued_jobs(monkeypatch):
     from django_q.conf import Conf
 
     monkeypatch.setattr(Conf, "SYNC", False)
+
+
+@pytest.fixture
+def redis_broker(queued_jobs, monkeypatch, settings):
+    """django-q2's Redis broker (Q_BROKER=redis) on the test Redis, under key names of this
+    test alone, so parallel runs sharing one Redis never take each other's jobs. Jobs this
+    process enqueues go there; `.env` gives worker and web processes (tests/workers.py) the
+    same broker. Skipped where no Redis answers (.ci/run starts one)."""
+    import redis
+    from django_q.conf import Conf
+
+    url = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+    client = redis.Redis.from_url(url, socket_timeout=2)
+    try:
+        client.ping()
+    except redis.ConnectionError:
+        pytest.skip(f"needs Redis at {url} (set TEST_REDIS_URL)")
+    name = f"closeloop-test-{uuid.uuid4().hex[:12]}"
+    for attribute, value in {
+        "ORM": None,
+        "REDIS": url,
+        "PREFIX": name,
+        "CLUSTER_NAME": name,
+        "Q_STAT": f"django_q:{name}:cluster",
+    }.items():
+        monkeypatch.setattr(Conf, attribute, value)
+    settings.Q_BROKER = "redis"
+    settings.REDIS_URL = url
+    yield SimpleNamespace(
+        url=url,
+        name=name,
+        client=client,
+        env={"Q_BROKER": "redis", "REDIS_URL": url, "Q_CLUSTER_NAME": name},
+    )
+    for key in client.scan_iter(f"django_q:{name}:*"):
+        client.delete(key)
+    client.close()
 
 
 @pytest.fixture

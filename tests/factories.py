@@ -6,12 +6,21 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
+from django.utils import timezone
+
 from cases.models import Case
 from cases.services import api_client_create, case_transition, triggers_ingest
 from policies.models import Workflow
 from policies.services import WORKFLOWS_DIR, workflow_install, workflow_spec_read
 
 _sequence = itertools.count(1)
+
+
+def daytime_zone() -> str:
+    """An IANA zone where it is around midday now, so quiet hours never hold a message."""
+    offset = (12 - timezone.now().hour + 12) % 24 - 12  # -12 … +11
+    # Etc/GMT zones have inverted signs: Etc/GMT-3 is UTC+3.
+    return f"Etc/GMT{-offset:+d}" if offset else "Etc/GMT"
 
 
 def writeback_target_shipped() -> None:

@@ -5,10 +5,12 @@ reports. Every button calls a service; nothing here writes rows itself."""
 from __future__ import annotations
 
 from django.contrib import admin, messages
+from django.db import transaction
 from django.utils.html import format_html, format_html_join
 
 from cases.models import CaseEvent
 from cases.services import IllegalTransition
+from staff.services import audit_record
 from writeback.breaker import breaker_reset
 from writeback.models import Breaker, Operation, Outcome, ReconciliationReport, WritebackTarget
 from writeback.services import OutcomeRefused, outcome_retry, writeback_reconcile
@@ -84,7 +86,9 @@ class WritebackTargetAdmin(admin.ModelAdmin):
         breaker = self._breaker(obj)
         return breaker.opened_at if breaker else None
 
-    @admin.action(description="Reset the circuit breaker (the target is back)")
+    @admin.action(
+        description="Reset the circuit breaker (the target is back)", permissions=["change"]
+    )
     def reset_breaker(self, request, queryset) -> None:
         for target in queryset:
             breaker_reset(target=target)
@@ -159,12 +163,24 @@ class OutcomeAdmin(ReadOnlyMixin, admin.ModelAdmin):
             rows,
         )
 
-    @admin.action(description="Re-drive the selected failed outcomes")
+    def has_redrive_permission(self, request) -> bool:
+        # Outcomes are never edited here; "change" on them means re-driving one.
+        return request.user.has_perm("writeback.change_outcome")
+
+    @admin.action(description="Re-drive the selected failed outcomes", permissions=["redrive"])
     def redrive(self, request, queryset) -> None:
         done = 0
         for outcome in queryset:
             try:
-                outcome_retry(outcome=outcome, user=request.user)
+                with transaction.atomic():
+                    outcome_retry(outcome=outcome, user=request.user)
+                    audit_record(
+                        user=request.user,
+                        action="redrive",
+                        target=outcome.case,
+                        detail={"outcome": str(outcome.pk)},
+                        request=request,
+                    )
                 done += 1
             except (OutcomeRefused, IllegalTransition) as exc:
                 self.message_user(request, f"{outcome.pk}: {exc}", messages.WARNING)
@@ -188,7 +204,11 @@ class ReconciliationReportAdmin(ReadOnlyMixin, admin.ModelAdmin):
     readonly_fields = [f.name for f in ReconciliationReport._meta.fields]
     actions = ["run_now"]
 
-    @admin.action(description="Run a reconciliation now")
+    def has_run_permission(self, request) -> bool:
+        # Reports are written only by a run; "add" on them means starting one.
+        return request.user.has_perm("writeback.add_reconciliationreport")
+
+    @admin.action(description="Run a reconciliation now", permissions=["run"])
     def run_now(self, request, queryset) -> None:
         report = writeback_reconcile(source="admin")
         self.message_user(

@@ -28,7 +28,8 @@ from django.utils import timezone
 
 from cases.models import Actor
 from cases.services import IllegalTransition, case_record_event, case_transition
-from miniapp.storage import private_storage
+from miniapp.storage import DocumentNotEncrypted, private_storage
+from privacy.crypto import DecryptionFailed
 from writeback.adapters import adapter_for
 from writeback.adapters.base import PERMANENT, RETRY, Adapter, Answer, DocumentFile
 from writeback.adapters.base import OperationRequest as Request
@@ -114,9 +115,16 @@ def idempotency_key(outcome: Outcome, operation: Operation) -> str:
 
 def _document(outcome: Outcome, index: int) -> DocumentFile:
     meta = outcome.documents[index]
-    # Customers' uploads live in the private store that no URL serves (miniapp/storage.py).
-    with private_storage().open(meta["path"], "rb") as handle:
-        content = handle.read()
+    # Customers' uploads live in the private store that no URL serves (miniapp/storage.py),
+    # encrypted: a file changed on disk no longer decrypts.
+    try:
+        with private_storage().open(meta["path"], "rb") as handle:
+            content = handle.read()
+    except (DocumentNotEncrypted, DecryptionFailed) as exc:
+        raise MappingError(
+            f"document {index + 1} cannot be read back: it was changed on disk, or its key "
+            "is no longer in FIELD_ENCRYPTION_KEYS"
+        ) from exc
     if hashlib.sha256(content).hexdigest() != meta["sha256"]:
         raise MappingError(f"document {index + 1} no longer matches its SHA-256")
     return DocumentFile(
@@ -202,7 +210,7 @@ def _dig(record: dict[str, Any], dotted: str) -> Any:
     return value
 
 
-def _shown(field: str, value: Any) -> Any:
+def event_value(field: str, value: Any) -> Any:
     """Personal fields appear in case events as a short fingerprint, never in full."""
     if field.split(".")[-1] in PERSONAL_FIELDS and value not in (None, ""):
         canonical = json.dumps(value, sort_keys=True, default=str).encode()
@@ -216,19 +224,41 @@ def read_back_differences(expect: dict[str, Any], record: dict[str, Any]) -> dic
     for field, value in expect.items():
         found = _dig(record, field)
         if _normal(value) != _normal(found):
-            sent[field], stored[field] = _shown(field, value), _shown(field, found)
+            sent[field], stored[field] = event_value(field, value), event_value(field, found)
     return {"sent": sent, "stored": stored} if sent else {}
 
 
 # --- one operation ----------------------------------------------------------------------------
 
 
-def _attempt_record(outcome: Outcome, operation: Operation, step: str, answer: Answer) -> None:
+def request_body_sha256(body: dict[str, Any] | None) -> str:
+    """The fingerprint of a request body (canonical JSON), kept on the send attempt's event:
+    the evidence bundle proves with it what went out, without the timeline holding it."""
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _attempt_record(
+    outcome: Outcome,
+    operation: Operation,
+    step: str,
+    answer: Answer,
+    request: Request | None = None,
+) -> None:
+    sent = {}
+    if request is not None:
+        sent["request"] = {
+            "method": request.method,
+            "path": request.path,
+            "idempotency_key": request.idempotency_key,
+            "body_sha256": request_body_sha256(request.body),
+        }
     case_record_event(
         case=outcome.case,
         kind="writeback_attempt",
         actor=Actor.SYSTEM,
         data={
+            **sent,
             "outcome": str(outcome.pk),
             "target": outcome.target.key,
             "operation": operation.key,
@@ -283,7 +313,7 @@ def operation_run(
                 fields["status"] = Operation.Status.CONFIRMED
                 fields["confirmed_at"] = timezone.now()
         with transaction.atomic():
-            _attempt_record(outcome, operation, "send", answer)
+            _attempt_record(outcome, operation, "send", answer, request)
             _operation_save(operation, **fields)
         if not answer.ok:
             return answer, {**summary, "status": answer.status, "response": answer.detail}

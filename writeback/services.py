@@ -96,6 +96,7 @@ def outcome_submit(
     documents: list[dict[str, Any]] | None = None,
     actor: str = Actor.CUSTOMER,
     submission_key: str | None = None,
+    event_data: dict[str, Any] | None = None,
 ) -> Outcome:
     """Record an outcome and its writeback job in one transaction with the case's
     transition (submit_action for the customer, complete_by_agent for an agent); the job
@@ -104,7 +105,8 @@ def outcome_submit(
     The same `submission_key` again (a double tap, a second tab) returns the first
     outcome. Any other submission on a case with a live outcome raises OutcomeExists.
     Other refusals raise OutcomeRefused, and a case in the wrong state IllegalTransition;
-    nothing is written then.
+    nothing is written then. `event_data` joins the transition's event (an agent's name and
+    reason).
     """
     if action not in ACTIONS:
         raise OutcomeRefused(f"Unknown action {action!r}.")
@@ -168,7 +170,7 @@ def outcome_submit(
             transition="submit_action" if actor == Actor.CUSTOMER else "complete_by_agent",
             actor=actor,
             # The values stay on the outcome: they may hold contact details.
-            data={"action": action, "outcome": str(outcome.pk)},
+            data={**(event_data or {}), "action": action, "outcome": str(outcome.pk)},
         )
         outcome.save(force_insert=True)
         Operation.objects.bulk_create(
@@ -181,11 +183,17 @@ def outcome_submit(
             )
             for position, item in enumerate(planned)
         )
+        if action == "request_callback":
+            # The callback is a person's job, in the agents' queue, whatever the writeback
+            # does; agents builds on writeback, hence the import here.
+            from agents.services import task_open_callback
+
+            task_open_callback(case=locked, values=values)
         transaction.on_commit(lambda: outcome_enqueue(outcome.pk))
     return outcome
 
 
-def outcome_retry(*, outcome: Outcome, user: Any) -> Outcome:
+def outcome_retry(*, outcome: Outcome, user: Any, reason: str = "") -> Outcome:
     """An agent re-drives a failed outcome: the case goes back to action_submitted
     (retry_writeback from writeback_failed, or complete_by_agent once escalated) and the
     operations not yet confirmed are sent again, with the same idempotency keys."""
@@ -213,7 +221,13 @@ def outcome_retry(*, outcome: Outcome, user: Any) -> Outcome:
             case=case,
             transition=transition,
             actor=Actor.AGENT,
-            data={"outcome": str(locked.pk), "redrive": True, "by": getattr(user, "pk", None)},
+            data={
+                "outcome": str(locked.pk),
+                "redrive": True,
+                "by": getattr(user, "pk", None),
+                "user": getattr(user, "username", ""),
+                **({"reason": reason} if reason else {}),
+            },
         )
         locked.operations.filter(status=Operation.Status.FAILED).update(
             status=Operation.Status.PENDING

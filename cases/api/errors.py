@@ -31,6 +31,16 @@ def api_exception_handler(exc, context):
             status=status.HTTP_400_BAD_REQUEST,
         )
     response = exception_handler(exc, context)
+    if response is not None and isinstance(exc, exceptions.Throttled):
+        # DRF has set Retry-After from the throttle's wait; the body says the same in words.
+        client = getattr(context.get("request"), "auth", None)
+        limit = (getattr(client, "rate_limit", "") or settings.API_RATE_LIMIT) if client else ""
+        response.data = {
+            "detail": f"Too many requests for this API key; try again in {exc.wait} seconds.",
+            "errors": {
+                "rate_limit": [f"This key may send {limit.replace('/', ' requests per ')}."]
+            },
+        }
     if response is not None and isinstance(exc, exceptions.ValidationError):
         response.data = {"detail": "The request is invalid.", "errors": response.data}
     return response

@@ -209,3 +209,48 @@ WORKFLOW_LIST = {
         }
     },
 }
+_hash = {"type": "string", "description": "SHA-256, hex; empty until sealed"}
+_event = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "integer"},
+        "position": {"type": "integer", "nullable": True},
+        "at": {"type": "string", "format": "date-time"},
+        "kind": _text,
+        "actor": _text,
+        "data": {"type": "object"},
+        "prev_hash": _hash,
+        "hash": _hash,
+    },
+}
+_events = {"type": "array", "items": _event}
+EVIDENCE_BUNDLE = {
+    "type": "object",
+    "description": "A case's evidence (docs/evidence.md). `?format=html` gives the same as a "
+    "print-friendly page.",
+    "properties": {
+        "format": {"type": "string", "example": "closeloop-evidence/1"},
+        "generated_at": {"type": "string", "format": "date-time"},
+        "case": {"type": "object"},
+        "chain": {
+            "type": "object",
+            "properties": {
+                "head_hash": _hash,
+                "verified": {"type": "boolean"},
+                "broken": {"type": "object", "nullable": True},
+                "events_sealed": {"type": "integer"},
+                "events_unsealed": {"type": "integer"},
+                "algorithm": _text,
+            },
+        },
+        "trigger": {"type": "object"},
+        "offer": {"type": "object", "nullable": True},
+        "messages": {"type": "array", "items": {"type": "object"}},
+        "identity": _events,
+        "choices": _events,
+        "consent": _events,
+        "contact_consent": _events,
+        "submissions": {"type": "array", "items": {"type": "object"}},
+        "timeline": _events,
+    },
+}

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.urls import reverse
-from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import status
+from django.utils.html import escape
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import renderers, status
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -14,6 +15,7 @@ from rest_framework.views import APIView
 from cases.api import schema
 from cases.api.errors import PayloadTooLarge
 from cases.api.serializers import case_detail, case_summary
+from cases.evidence import evidence_bundle_download, evidence_bundle_html, evidence_filename
 from cases.selectors import case_get_for_client, case_timeline, cases_by_ids
 from cases.services import IllegalTransition, TriggerResult, case_cancel, triggers_ingest
 from policies.contracts import contract_json_schema
@@ -206,4 +208,73 @@ class WorkflowListView(ApiView):
                     for wf in workflows
                 ]
             }
+        )
+
+
+class EvidencePageRenderer(renderers.BaseRenderer):
+    """`?format=html`: the evidence bundle as its print-friendly page."""
+
+    media_type = "text/html"
+    format = "html"
+    charset = "utf-8"
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        response = (renderer_context or {}).get("response")
+        if response is not None and response.status_code != status.HTTP_200_OK:
+            # An error answer on the page's format: its words, escaped, nothing more.
+            return f"<!doctype html><title>Error</title><p>{escape(data.get('detail', ''))}</p>"
+        return evidence_bundle_html(data)
+
+
+class CaseEvidenceView(ApiView):
+    renderer_classes = [renderers.JSONRenderer, EvidencePageRenderer]
+
+    def initial(self, request, *args, **kwargs):
+        # DRF answers an unknown ?format= with a bare 404; name the choices instead.
+        wanted = request.GET.get("format")
+        if wanted is not None and wanted not in ("json", "html"):
+            raise ValidationError({"format": ["Must be json or html."]})
+        super().initial(request, *args, **kwargs)
+
+    @extend_schema(
+        operation_id="cases_evidence",
+        summary="Download a case's evidence bundle",
+        description=(
+            "Everything an auditor needs about the case: trigger, offer and policy version, "
+            "messages as sent, identity steps, the consent text shown and accepted, the "
+            "submission, the writeback request and acknowledgement, and the timeline with "
+            "each event's hash, under the hash chain's head hash and whether it verifies. "
+            "`?format=html` gives the same as a print-friendly page. Contact details are "
+            "masked and personal values fingerprinted."
+        ),
+        parameters=[
+            OpenApiParameter(
+                "format",
+                str,
+                enum=["json", "html"],
+                required=False,
+                description="json (default) or html",
+            )
+        ],
+        responses={
+            200: OpenApiResponse(schema.EVIDENCE_BUNDLE),
+            400: OpenApiResponse(schema.ERROR, description="Unknown format"),
+            404: OpenApiResponse(schema.ERROR),
+        },
+        tags=["cases"],
+    )
+    def get(self, request, case_id):
+        case = case_get_for_client(client=request.auth, case_id=case_id)
+        if case is None:
+            return Response({"detail": "No such case."}, status=status.HTTP_404_NOT_FOUND)
+        fmt = request.accepted_renderer.format
+        bundle = evidence_bundle_download(case=case, fmt=fmt, username=str(request.user))
+        filename = evidence_filename(case, fmt)
+        disposition = "attachment" if fmt == "json" else "inline"
+        return Response(
+            bundle,
+            headers={
+                "Content-Disposition": f'{disposition}; filename="{filename}"',
+                "Cache-Control": "no-store, max-age=0",
+            },
         )

@@ -18,6 +18,7 @@ from channels.inbound import (
     whatsapp_window_open,
 )
 from channels.models import InboundMessage, Message
+from privacy.crypto import sealed_opened
 from tests import factories
 
 PHONE = "+447911123456"
@@ -137,7 +138,9 @@ def test_stop_revokes_sms_consent_and_confirms(word):
     queued.refresh_from_db()
     assert queued.status == "cancelled"
     [inbound_event] = events(case, "inbound_message")
-    assert inbound_event.data == {"channel": "sms", "kind": "opt_out", "text": word}
+    # The customer's words are sealed (encrypted) in the timeline.
+    assert inbound_event.data["text"].startswith("encrypted:")
+    assert sealed_opened(inbound_event.data) == {"channel": "sms", "kind": "opt_out", "text": word}
     assert inbound_event.actor == "customer"
     assert len(events(case, "consent_revoked")) == 1
     assert Case.objects.get(pk=case.pk).state == "outreach"
@@ -188,7 +191,11 @@ def test_free_text_opt_out_revokes_and_escalates_for_confirmation():
     assert case.state == "escalated"
     assert (case.escalation_reason, case.priority) == ("opt_out_confirmation", 70)
     [escalated] = events(case, "escalated")
-    assert escalated.data == {"reason": "opt_out_confirmation", "priority": 70, "text": text}
+    assert sealed_opened(escalated.data) == {
+        "reason": "opt_out_confirmation",
+        "priority": 70,
+        "text": text,
+    }
     assert result.escalated_case_ids == [case.pk]
 
 
@@ -230,7 +237,7 @@ def test_plain_free_text_is_recorded_without_escalation():
     case.refresh_from_db()
     assert case.state == "outreach"
     [event] = events(case, "inbound_message")
-    assert event.data["text"] == "Thanks, paid it this morning"
+    assert sealed_opened(event.data)["text"] == "Thanks, paid it this morning"
     assert event.data["kind"] == "free_text"
 
 

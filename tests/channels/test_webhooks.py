@@ -13,6 +13,7 @@ from cases.models import Case, CaseEvent, Customer
 from channels.consent import unsubscribe_token, unsubscribe_url
 from channels.models import InboundMessage, Message, WebhookReceipt
 from channels.signatures import twilio_signature, whatsapp_signature
+from privacy.crypto import sealed_opened, text_open
 from tests import factories
 from tests.standins.twilio import TwilioStandIn
 
@@ -358,7 +359,8 @@ def test_whatsapp_help_queues_a_reply_row_for_the_dispatcher(client):
     assert reply.body_masked.startswith("Acme Lending:")
     assert "Reply STOP to opt out" in reply.body_masked
     [event] = CaseEvent.objects.filter(case=case, kind="inbound_message")
-    assert event.data == {"channel": "whatsapp", "kind": "help", "text": "help"}
+    # The customer's words are sealed (encrypted) in the timeline.
+    assert sealed_opened(event.data) == {"channel": "whatsapp", "kind": "help", "text": "help"}
 
 
 def test_whatsapp_free_text_question_escalates_and_opens_the_window(client):
@@ -515,7 +517,10 @@ def test_whatsapp_odd_items_are_accepted_without_harm(client):
     unknown_sender = wa_text("wamid.in9", "HELP", sender="15005550006")
     payload = whatsapp_payload(statuses=[deleted], messages=[odd_type, image, unknown_sender])
     assert whatsapp_post(client, payload).status_code == 200
-    texts = [e.data["text"] for e in CaseEvent.objects.filter(case=case, kind="inbound_message")]
+    texts = [
+        text_open(e.data["text"])
+        for e in CaseEvent.objects.filter(case=case, kind="inbound_message")
+    ]
     assert texts == ["", "[image]"]
     assert InboundMessage.objects.count() == 3
     assert not Message.objects.exists()  # no case to hang a reply to the unknown sender on

@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 
 import pytest
-from django.utils import timezone
 from rest_framework.test import APIClient
 
 from cases.models import Case
@@ -18,13 +17,6 @@ from tests.standins.twilio import TwilioStandIn
 from tests.workers import running_worker, wait_for
 
 LINK = re.compile(r"/m/([A-Za-z0-9_-]{40,})/")
-
-
-def daytime_zone() -> str:
-    """An IANA zone where it is around midday now, so quiet hours never get in the way."""
-    offset = (12 - timezone.now().hour + 12) % 24 - 12  # -12 … +11
-    # Etc/GMT zones have inverted signs: Etc/GMT-3 is UTC+3.
-    return f"Etc/GMT{-offset:+d}" if offset else "Etc/GMT"
 
 
 @pytest.mark.django_db(transaction=True)
@@ -39,7 +31,11 @@ def test_triggers_become_one_sms_each_within_seconds_even_if_the_worker_was_down
 
     def post_trigger(phone: str) -> dict:
         body = factories.trigger_body(
-            customer={"timezone": daytime_zone(), "consent": {"sms": True}, "phone": phone}
+            customer={
+                "timezone": factories.daytime_zone(),
+                "consent": {"sms": True},
+                "phone": phone,
+            }
         )
         response = api.post("/api/v1/triggers/", body, format="json")
         assert response.status_code == 201, response.content

@@ -15,8 +15,22 @@ def test_anonymous_is_sent_to_login(client):
     assert "/admin/login/" in answer["Location"]
 
 
-def test_dashboard_renders_svg_charts(client, dataset):
+def _metrics_reader():
+    """Staff with the dashboard's permission (every role but Agent has it: staff/roles.py)."""
+    from django.contrib.auth.models import Permission
+
+    user = factories.user()
+    user.user_permissions.add(Permission.objects.get(codename="view_casefact"))
+    return user
+
+
+def test_staff_without_the_permission_get_403(client, db):
     client.force_login(factories.user())
+    assert client.get("/admin/metrics/").status_code == 403
+
+
+def test_dashboard_renders_svg_charts(client, dataset):
+    client.force_login(_metrics_reader())
     since = dataset["w1"].date().isoformat()
     answer = client.get("/admin/metrics/", {"workflow": "promise_to_pay", "since": since})
     assert answer.status_code == 200
@@ -29,7 +43,7 @@ def test_dashboard_renders_svg_charts(client, dataset):
 
 
 def test_dashboard_breakdown_and_bad_filters(client, dataset):
-    client.force_login(factories.user())
+    client.force_login(_metrics_reader())
     page = client.get("/admin/metrics/", {"by": "segment"}).content.decode()
     assert "Completion rate by segment" in page
     answer = client.get("/admin/metrics/", {"since": "2026-05-01", "until": "2026-04-01"})

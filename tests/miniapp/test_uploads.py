@@ -12,6 +12,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
 from miniapp.storage import private_storage
+from privacy.crypto import bytes_decrypt
 from tests import factories
 from tests.miniapp.test_flow import Opened, error_text, kinds, open_case, verify_fully
 from writeback.models import Outcome
@@ -95,7 +96,11 @@ def test_pdf_jpeg_and_png_are_accepted_and_stored_privately_with_their_sha256(
     assert identity["path"].endswith(f".{extension}")
     # A random name: never the customer's own file name.
     assert name.split(".")[0] not in identity["path"]
-    assert (private_root / identity["path"]).read_bytes() == content
+    # Encrypted on disk (privacy/crypto.py); the SHA-256 is of the plain bytes.
+    on_disk = (private_root / identity["path"]).read_bytes()
+    assert content not in on_disk and bytes_decrypt(on_disk) == content
+    with private_storage().open(identity["path"]) as handle:
+        assert handle.read() == content
     assert (private_root / identity["path"]).stat().st_mode & 0o077 == 0  # owner only
     assert "option_chosen" in kinds(opened.case)
 
@@ -148,7 +153,10 @@ def test_a_file_just_under_the_limit_is_accepted_from_a_temporary_file(
     response = send(client, opened, **both(identity=upload_file("big.pdf", content)))
 
     assert response.status_code == 302
-    digests = {hashlib.sha256(p.read_bytes()).hexdigest() for p in stored_files(private_root)}
+    digests = {
+        hashlib.sha256(bytes_decrypt(p.read_bytes())).hexdigest()
+        for p in stored_files(private_root)
+    }
     assert hashlib.sha256(content).hexdigest() in digests
 
 

@@ -159,4 +159,4 @@ def test_a_document_changed_on_disk_is_not_sent(
     )
     outcome.refresh_from_db()
     assert outcome.state == "failed"
-    assert "no longer matches its SHA-256" in outcome.last_error["last_request"]["error"]
+    assert "changed on disk" in outcome.last_error["last_request"]["error"]

@@ -11,6 +11,7 @@ from django.core.management import call_command
 from django.urls import reverse
 from django.utils import timezone
 
+from staff.models import AuditEntry
 from tests import factories
 from tests.writeback.conftest import PROMISE, submit
 from writeback.models import Breaker, Outcome, ReconciliationReport
@@ -136,6 +137,13 @@ def test_admin_pages_and_actions(
         )
     outcome.refresh_from_db()
     assert outcome.state == "confirmed"
+    # Staff actions on a case enter the audit trail (staff/), the breaker reset too.
+    redrive = AuditEntry.objects.get(action="redrive")
+    assert (redrive.target_id, redrive.detail) == (
+        str(outcome.case_id),
+        {"outcome": str(outcome.pk)},
+    )
+    assert AuditEntry.objects.filter(target_type="writeback.breaker", action="change").exists()
 
     edit = admin_client.get(
         reverse("admin:writeback_writebacktarget_change", args=[core_target.pk])
