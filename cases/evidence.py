@@ -311,8 +311,10 @@ def _iso(value: dt.datetime | None) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value else None
 
 
-def _masked_address(channel: str, address: str) -> str:
-    """Enough of the address to tell it is the one on file, not enough to contact anyone."""
+def contact_masked(channel: str, address: str) -> str:
+    """Enough of a contact address to tell it is the one on file, not enough to reach
+    anyone. The bundle shows it; retention and erasure (privacy/) leave it on messages, so
+    masking it again changes nothing."""
     if not address:
         return ""
     if channel == "email" and "@" in address:
@@ -358,7 +360,7 @@ def _messages(case: Case) -> list[dict[str, Any]]:
             "variant": message.variant,
             "template": message.template_name,
             "locale": message.locale,
-            "to": _masked_address(message.channel, message.to),
+            "to": contact_masked(message.channel, message.to),
             "subject": message.subject,
             # As sent, with the link token (or a one-time code) masked: the database never
             # holds a working link.

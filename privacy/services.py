@@ -41,6 +41,7 @@ from django.db import connection, transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
+from cases.evidence import contact_masked
 from cases.models import (
     OPEN_STATES,
     TERMINAL_STATES,
@@ -143,17 +144,6 @@ def _scrubbed(value: Any, pattern: re.Pattern[str] | None) -> Any:
     if isinstance(value, list):
         return [_scrubbed(item, pattern) for item in value]
     return value
-
-
-def contact_masked(channel: str, address: str) -> str:
-    """Enough of a contact address to tell it was the one on file, not enough to reach
-    anyone: the form the evidence bundle shows, so masking it again changes nothing."""
-    if not address:
-        return ""
-    if channel == "email" and "@" in address:
-        local, _, domain = address.partition("@")
-        return f"{local[:1]}•••@{domain}"
-    return f"•••• {address[-3:]}"
 
 
 def _data_redacted(data: Any, contract: list[dict[str, Any]]) -> Any:
