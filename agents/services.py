@@ -28,7 +28,7 @@ from agents.models import OfferProposal, Task, TaskKind, TaskStatus
 from agents.sla import sla_due_at
 from cases.models import Actor, Case, CaseState, Channel
 from cases.services import IllegalTransition, case_record_event, case_transition
-from privacy.crypto import text_seal
+from privacy.crypto import SEALED_PREFIX, text_seal
 
 EXCEPTION_STATES = frozenset({CaseState.ESCALATED, CaseState.WRITEBACK_FAILED})
 # A failed writeback holds an outcome the customer already gave: it outranks most
@@ -151,15 +151,32 @@ def _require(user: Any, permission: str = WORK_QUEUE) -> None:
         raise PermissionDenied(f"This needs the {permission} permission.")
 
 
+# Free text an agent types can say anything about the customer ("her husband died"): it is
+# sealed (encrypted) wherever it is kept as written, as notes are. The case page opens it.
+SEALED_KEYS = frozenset({"reason", "note", "text"})
+
+
+def _sealed(data: dict[str, Any] | None) -> dict[str, Any] | None:
+    if data is None:
+        return None
+    return {
+        key: text_seal(value)
+        if key in SEALED_KEYS and isinstance(value, str) and not value.startswith(SEALED_PREFIX)
+        else value
+        for key, value in data.items()
+    }
+
+
 def _data(user: Any, **data: Any) -> dict[str, Any]:
-    return {"user": user.username, **{k: v for k, v in data.items() if v not in (None, "")}}
+    values = {k: v for k, v in data.items() if v not in (None, "")}
+    return {"user": user.username, **_sealed(values)}
 
 
 def _audit(*, user: Any, action: str, case: Case, changes=None, detail=None) -> None:
     # The staff audit trail (staff/services.py) records who did what to which case.
     from staff.services import audit_record
 
-    audit_record(user=user, action=action, target=case, changes=changes, detail=detail)
+    audit_record(user=user, action=action, target=case, changes=changes, detail=_sealed(detail))
 
 
 def _case_locked(case: Case | Any) -> Case:

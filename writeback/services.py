@@ -15,6 +15,7 @@ from cases.models import Actor, Case, CaseState, uuid7
 from cases.services import case_transition
 from policies.catalogue import ACTIONS
 from policies.offers import offer_action
+from privacy.crypto import text_seal
 from writeback.mapping import operations_plan
 from writeback.models import Operation, Outcome, ReconciliationReport, WritebackTarget
 from writeback.outbox import outcome_context, outcome_deliver
@@ -226,7 +227,8 @@ def outcome_retry(*, outcome: Outcome, user: Any, reason: str = "") -> Outcome:
                 "redrive": True,
                 "by": getattr(user, "pk", None),
                 "user": getattr(user, "username", ""),
-                **({"reason": reason} if reason else {}),
+                # The agent's words: sealed like their notes (privacy/crypto.py).
+                **({"reason": text_seal(reason)} if reason else {}),
             },
         )
         locked.operations.filter(status=Operation.Status.FAILED).update(

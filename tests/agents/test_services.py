@@ -216,7 +216,12 @@ def test_close_needs_a_reason_and_feeds_handle_time(escalated_case, agent):
     closed = services.case_close(case=escalated_case, user=agent, reason="Settled by phone")
     assert (closed.state, closed.outcome) == ("closed_by_agent", CaseOutcome.ESCALATED_WITH_CONTEXT)
     event = last_event(escalated_case, "closed_by_agent")
-    assert event.data == {"user": "ada-agent", "reason": "Settled by phone"}
+    # The agent's words are sealed in the timeline, as notes are, and open to staff.
+    assert event.data["user"] == "ada-agent"
+    assert event.data["reason"].startswith("encrypted:")
+    assert text_open(event.data["reason"]) == "Settled by phone"
+    entry = AuditEntry.objects.filter(action="agent_close").latest("id")
+    assert text_open(entry.detail["reason"]) == "Settled by phone"
     task = Task.objects.get(case=escalated_case)
     assert task.claim_to_action is not None and task.handle_time() is not None
     # metrics read the same story from the timeline: claim → close is the handle time.
@@ -266,7 +271,7 @@ def test_complete_manually_goes_through_the_outbox(
     assert (outcome.actor, Outcome.objects.get(pk=outcome.pk).state) == ("agent", "confirmed")
     completed = last_event(case, "completed_by_agent")
     assert completed.actor == "agent"
-    assert (completed.data["user"], completed.data["reason"]) == (
+    assert (completed.data["user"], text_open(completed.data["reason"])) == (
         "ada-agent",
         "Agreed on the phone",
     )
@@ -304,7 +309,7 @@ def test_changing_what_the_customer_submitted_is_a_correction(
     correction = last_event(case, "agent_correction")
     assert correction.actor == "agent"
     assert correction.data["changes"] == {"amount": ["100.00", "120.00"]}
-    assert correction.data["reason"] == "Customer called to raise it"
+    assert text_open(correction.data["reason"]) == "Customer called to raise it"
     case.refresh_from_db()
     assert case.state == "resolved"
 
@@ -336,7 +341,7 @@ def test_retry_writeback(core_target, agent, demo_core, django_capture_on_commit
     case.refresh_from_db()
     assert case.state == "resolved"
     redrive = CaseEvent.objects.filter(case=case, data__redrive=True).get()
-    assert (redrive.actor, redrive.data["user"], redrive.data["reason"]) == (
+    assert (redrive.actor, redrive.data["user"], text_open(redrive.data["reason"])) == (
         "agent",
         "ada-agent",
         "Core fixed",
@@ -407,7 +412,7 @@ def test_an_offer_outside_policy_below_the_limit_goes_with_its_reason(
     )
     case = Case.objects.get(pk=escalated_case.pk)
     assert case.offer["actions"][0]["bounds"]["max_amount"] == "200.00"
-    assert last_event(case, "offered_again").data["reason"] == "Hardship: half now"
+    assert text_open(last_event(case, "offered_again").data["reason"]) == "Hardship: half now"
 
 
 def test_above_the_limit_an_approver_decides(
