@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # Closeloop's image: one image for every role. compose.yaml (and docs/deploy.md) run it as
 # the web server (the default command: gunicorn), a job worker (`python manage.py qcluster`)
 # and the one-off `python manage.py migrate`.
